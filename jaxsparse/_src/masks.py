@@ -1,0 +1,153 @@
+"""Masks: binary pytrees shaped like the params, `None` where not pruned."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Params = Any
+Masks = Any  # pytree like params; bool arrays, or None for dense leaves.
+FilterFn = Callable[[tuple, jax.Array], bool]
+
+
+def _is_none(x: Any) -> bool:
+  return x is None
+
+
+def path_str(path: tuple) -> str:
+  """Renders a key path as `a/b/0/kernel`."""
+  parts = []
+  for k in path:
+    if isinstance(k, jax.tree_util.DictKey):
+      parts.append(str(k.key))
+    elif isinstance(k, jax.tree_util.GetAttrKey):
+      parts.append(str(k.name))
+    elif isinstance(k, jax.tree_util.SequenceKey):
+      parts.append(str(k.idx))
+    elif isinstance(k, jax.tree_util.FlattenedIndexKey):
+      parts.append(str(k.key))
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def _leaf_value(x: Any) -> Any:
+  """The array inside a leaf (unwraps flax.nnx variables)."""
+  value = getattr(x, "value", None)
+  if value is not None and hasattr(x, "get_metadata"):
+    return value
+  return x
+
+
+def is_kernel(path: tuple, leaf: Any) -> bool:
+  """Default filter: floating leaves with ndim >= 2 (Dense/Conv kernels).
+
+  Biases, norm scales and scalars (ndim < 2) stay dense.
+  """
+  del path
+  leaf = _leaf_value(leaf)
+  return (
+      hasattr(leaf, "ndim")
+      and leaf.ndim >= 2
+      and jnp.issubdtype(leaf.dtype, jnp.floating)
+  )
+
+
+def leaves_with_path(tree: Any) -> list[tuple[tuple, Any]]:
+  return jax.tree_util.tree_flatten_with_path(tree)[0]
+
+
+def select(params: Params, filter_fn: FilterFn = is_kernel) -> Masks:
+  """A tree of `True` (prunable) / `None` (dense) shaped like `params`."""
+  def pick(path, leaf):
+    if not filter_fn(path, leaf):
+      return None
+    value = _leaf_value(leaf)
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+      raise TypeError(
+          f"filter_fn selected leaf '{path_str(path)}' for pruning but its "
+          f"dtype is {value.dtype}; only floating leaves can be pruned."
+      )
+    return True
+  return jax.tree_util.tree_map_with_path(pick, params)
+
+
+def ones_masks(params: Params, filter_fn: FilterFn = is_kernel) -> Masks:
+  """Dense (all-True) masks for the leaves chosen by `filter_fn`."""
+  sel = select(params, filter_fn)
+  return jax.tree.map(
+      lambda s, p: None if s is None else jnp.ones(
+          jnp.shape(_leaf_value(p)), jnp.bool_),
+      sel, params, is_leaf=_is_none)
+
+
+def check_masks(params: Params, masks: Masks, name: str = "masks") -> None:
+  """Raises a ValueError if `masks` does not match `params`."""
+  p_def = jax.tree.structure(params)
+  m_def = jax.tree.structure(masks, is_leaf=_is_none)
+  if p_def != m_def:
+    raise ValueError(
+        f"`{name}` tree does not match params: params have structure "
+        f"{p_def}, {name} have {m_def}."
+    )
+  for (path, p), m in zip(
+      leaves_with_path(params),
+      jax.tree.leaves(masks, is_leaf=_is_none), strict=True):
+    if m is None:
+      continue
+    m = _leaf_value(m)
+    if jnp.shape(m) != jnp.shape(_leaf_value(p)):
+      raise ValueError(
+          f"`{name}` leaf '{path_str(path)}' has shape {jnp.shape(m)} but the "
+          f"param has shape {jnp.shape(_leaf_value(p))}."
+      )
+    if not (m.dtype == jnp.bool_ or jnp.issubdtype(m.dtype, jnp.number)):
+      raise TypeError(f"`{name}` leaf '{path_str(path)}' has dtype {m.dtype}.")
+
+
+def as_bool_masks(masks: Masks) -> Masks:
+  """Casts numeric 0/1 masks to bool, leaving `None` leaves."""
+  return jax.tree.map(
+      lambda m: None if m is None else jnp.asarray(_leaf_value(m)) != 0,
+      masks, is_leaf=_is_none)
+
+
+def apply_masks(params: Params, masks: Masks) -> Params:
+  """Returns params with pruned entries set to exactly zero.
+
+  Leaves whose mask is `None` are returned unchanged.
+  """
+  return jax.tree.map(
+      lambda m, p: p if m is None else jnp.where(
+          _leaf_value(m), p, jnp.zeros((), p.dtype)),
+      masks, params, is_leaf=_is_none)
+
+
+def get_masks(opt_state: Any) -> Masks:
+  """Reads the masks out of any optimizer state holding a `PruneState`.
+
+  Works for states nested in `optax.chain`, wrappers and `nnx.Optimizer`
+  (pass `optimizer.opt_state`).
+  """
+  try:
+    masks = optax.tree_utils.tree_get(opt_state, "masks")
+  except KeyError as e:
+    raise ValueError(
+        "no `masks` field found in the optimizer state; was it built with "
+        "jaxsparse.prune?") from e
+  return jax.tree.map(_leaf_value, masks, is_leaf=lambda x: x is None or (
+      hasattr(x, "get_metadata") and hasattr(x, "value")))
+
+
+def sparsity(masks: Masks) -> jax.Array:
+  """Fraction of zeros over all masked leaves."""
+  leaves = [m for m in jax.tree.leaves(masks) if m is not None]
+  if not leaves:
+    return jnp.zeros((), jnp.float32)
+  zeros = sum(jnp.sum(~m) for m in leaves)
+  total = sum(m.size for m in leaves)
+  return zeros / total

@@ -1,0 +1,175 @@
+"""`prune`: a gradient transformation whose state holds the masks."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from jaxsparse._src import allocation as alloc_lib
+from jaxsparse._src import masks as masks_lib
+from jaxsparse._src import schedules as sched_lib
+from jaxsparse._src import scores as scores_lib
+from jaxsparse._src import structures as struct_lib
+from jaxsparse._src import threshold
+
+_is_none = masks_lib._is_none  # pylint: disable=protected-access
+
+
+class PruneState(NamedTuple):
+  """State of `jaxsparse.prune`."""
+
+  count: jax.Array  # shape=(), int32: steps taken.
+  masks: Any  # like params: bool arrays, None for dense leaves.
+  key: jax.Array  # shape=(2,), uint32: PRNG key for random scores.
+  inner_state: Any  # state of the wrapped optimizer (EmptyState if none).
+
+
+def compute_masks(
+    params: Any,
+    grads: Any,
+    masks: Any,
+    sparsity: jax.Array,
+    key: jax.Array,
+    *,
+    score: scores_lib.ScoreFn = scores_lib.magnitude,
+    allocation: alloc_lib.Allocation | None = None,
+    structure: struct_lib.Structure | None = None,
+) -> Any:
+  """New masks at `sparsity` for the leaves where `masks` is not None.
+
+  Entries already pruned score -inf, so they are pruned first and masks
+  only shrink while the target grows.
+  """
+  allocation = alloc_lib.uniform() if allocation is None else allocation
+  structure = struct_lib.unstructured() if structure is None else structure
+  scores = score(params, grads, key)
+  flat_m, treedef = jax.tree.flatten(masks, is_leaf=_is_none)
+  flat_s = treedef.flatten_up_to(scores)
+  flat_p = [x for x in jax.tree_util.tree_flatten_with_path(params)[0]]
+  idx = [i for i, m in enumerate(flat_m) if m is not None]
+  paths = [masks_lib.path_str(flat_p[i][0]) for i in idx]
+  shapes = [tuple(flat_m[i].shape) for i in idx]
+  new = list(flat_m)
+  free_keys, free_idx = [], []
+  for i in idx:
+    s = jnp.where(flat_m[i], jnp.asarray(flat_s[i], jnp.float32), -jnp.inf)
+    if structure.select is not None:
+      new[i] = structure.select(s) & flat_m[i]
+      continue
+    free_keys.append(threshold.sortable_key(structure.pool(s)))
+    free_idx.append(i)
+  if free_idx:
+    pos = {i: j for j, i in enumerate(idx)}
+    keep = allocation(free_keys, [paths[pos[i]] for i in free_idx],
+                      [shapes[pos[i]] for i in free_idx], sparsity)
+    for i, k in zip(free_idx, keep):
+      new[i] = structure.expand(k, shapes[pos[i]])
+  return jax.tree.unflatten(treedef, new)
+
+
+def _where_mask(masks, tree, off):
+  """Where the mask is False, `off(leaf)`; dense leaves pass through."""
+  return jax.tree.map(
+      lambda m, x: x if m is None else jnp.where(m, x, off(x)),
+      masks, tree, is_leaf=_is_none)
+
+
+def prune(
+    sparsity: float | sched_lib.PruningSchedule,
+    *,
+    score: scores_lib.ScoreFn = scores_lib.magnitude,
+    allocation: alloc_lib.Allocation | None = None,
+    structure: struct_lib.Structure | None = None,
+    filter_fn: masks_lib.FilterFn = masks_lib.is_kernel,
+    optimizer: optax.GradientTransformation | None = None,
+    initial_masks: Any = None,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+  """Prunes parameters to a target sparsity; masks live in the state.
+
+  Two spellings:
+
+  * `prune(..., optimizer=opt)` wraps `opt`: gradients of pruned weights are
+    zeroed, `opt` runs, its update is projected so that every pruned weight
+    lands on exactly 0.0 after `optax.apply_updates`, and `opt`'s
+    param-shaped slots (momentum, Adam moments, ...) are zeroed at pruned
+    entries (`optax.tree_utils.tree_map_params`, any optax optimizer).
+  * `optax.chain(prune(...), opt)` masks gradients before `opt`. A later
+    stateful `opt` can still move a just-pruned weight, so follow each
+    `apply_updates` with `params = apply_masks(params, get_masks(state))`.
+
+  Args:
+    sparsity: a float (pruned once, at step 0) or a `PruningSchedule`.
+    score: `(params, grads, key) -> scores`; lowest scores are pruned.
+    allocation: how the target is spread over layers (default `uniform()`).
+    structure: grouping of weights (default `unstructured()`).
+    filter_fn: `(path, leaf) -> bool` choosing prunable leaves; default
+      floating leaves with ndim >= 2 (Dense/Conv kernels).
+    optimizer: optional inner optimizer to wrap (exact spelling).
+    initial_masks: optional masks (pytree like params, None for dense
+      leaves) to start from; with `sparsity=0.0` they stay fixed.
+    seed: seed for random scores.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs`; extra keyword arguments of
+    `update` are passed to the wrapped optimizer.
+  """
+  schedule = sched_lib.as_schedule(sparsity)
+  allocation = alloc_lib.uniform() if allocation is None else allocation
+  structure = struct_lib.unstructured() if structure is None else structure
+  inner = None if optimizer is None else optax.with_extra_args_support(
+      optimizer)
+
+  def init_fn(params):
+    if initial_masks is not None:
+      masks_lib.check_masks(params, initial_masks, "initial_masks")
+      masks = masks_lib.as_bool_masks(initial_masks)
+    else:
+      masks = masks_lib.ones_masks(params, filter_fn)
+    for (path, _), m in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0],
+        jax.tree.leaves(masks, is_leaf=_is_none)):
+      if m is not None:
+        structure.validate(masks_lib.path_str(path), tuple(m.shape))
+    inner_state = optax.EmptyState() if inner is None else inner.init(params)
+    return PruneState(
+        count=jnp.zeros((), jnp.int32), masks=masks,
+        key=jax.random.PRNGKey(seed), inner_state=inner_state)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    if params is None:
+      raise ValueError("jaxsparse.prune needs `params` in update().")
+    masks_lib.check_masks(params, state.masks, "masks (in the prune state)")
+    key, sub = jax.random.split(state.key)
+    new_masks = lax.cond(
+        schedule.is_update_step(state.count),
+        lambda: compute_masks(
+            params, updates, state.masks, schedule.sparsity(state.count), sub,
+            score=score, allocation=allocation, structure=structure),
+        lambda: state.masks,
+    )
+    zero = lambda x: jnp.zeros((), x.dtype)
+    grads = _where_mask(new_masks, updates, zero)
+    if inner is None:
+      out, inner_state = grads, state.inner_state
+    else:
+      out, inner_state = inner.update(
+          grads, state.inner_state, params, **extra_args)
+      # Land pruned weights on exactly 0.0: p + (-p) == 0 in IEEE floats.
+      out = jax.tree.map(
+          lambda m, u, p: u if m is None else jnp.where(m, u, -p),
+          new_masks, out, params, is_leaf=_is_none)
+      inner_state = optax.tree_utils.tree_map_params(
+          inner,
+          lambda s, m: s if m is None or not hasattr(s, "shape")
+          or jnp.shape(s) != m.shape else jnp.where(m, s, zero(s)),
+          inner_state, new_masks)
+    return out, PruneState(
+        count=optax.safe_increment(state.count), masks=new_masks, key=key,
+        inner_state=inner_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,143 @@
+"""Pruning schedules: the target sparsity at a step and when masks update.
+
+A `PruningSchedule` is two plain callables of the step count; the sparsity
+curve reuses `optax` schedules where one exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class PruningSchedule(NamedTuple):
+  """Target sparsity at `step`, and whether masks are recomputed at `step`."""
+
+  sparsity: Callable[[jax.Array], jax.Array]  # step -> float32 in [0, 1]
+  is_update_step: Callable[[jax.Array], jax.Array]  # step -> bool
+  final_sparsity: float  # the sparsity reached at the end (for allocations)
+
+
+def check_sparsity(value: float, name: str = "sparsity") -> float:
+  """Validates a sparsity given as a Python number."""
+  try:
+    v = float(value)
+  except (TypeError, ValueError) as e:
+    raise TypeError(f"`{name}` must be a number, got {value!r}.") from e
+  if not 0.0 <= v <= 1.0 or v != v:
+    raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+  return v
+
+
+def _check_step(value: int, name: str) -> int:
+  if int(value) != value or value < 0:
+    raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
+  return int(value)
+
+
+def one_shot(sparsity: float, at_step: int = 0) -> PruningSchedule:
+  """Prunes once, at `at_step`, to `sparsity`; masks are fixed afterwards."""
+  s = check_sparsity(sparsity)
+  t = _check_step(at_step, "at_step")
+  return PruningSchedule(
+      sparsity=lambda step: jnp.where(
+          jnp.asarray(step) >= t, s, 0.0).astype(jnp.float32),
+      is_update_step=lambda step: jnp.asarray(step) == t,
+      final_sparsity=s,
+  )
+
+
+def constant(sparsity: float) -> PruningSchedule:
+  """A constant target, applied at the first step (one-shot at step 0)."""
+  return one_shot(sparsity, 0)
+
+
+def polynomial(
+    final_sparsity: float,
+    begin_step: int,
+    end_step: int,
+    frequency: int = 100,
+    initial_sparsity: float = 0.0,
+    power: float = 3.0,
+) -> PruningSchedule:
+  """Gradual pruning (Zhu & Gupta, 2017).
+
+  s_t = s_f + (s_i - s_f) (1 - (t - t0) / (end - t0))^power, clipped to
+  [t0, end]; masks update at t0, t0 + frequency, ... and at `end_step`.
+  The curve is `optax.polynomial_schedule`, which evaluates the paper's
+  formula at the step itself (no off-by-one).
+
+  References:
+    Zhu & Gupta, "To prune, or not to prune", 2017. arXiv:1710.01878.
+  """
+  s_f = check_sparsity(final_sparsity, "final_sparsity")
+  s_i = check_sparsity(initial_sparsity, "initial_sparsity")
+  t0 = _check_step(begin_step, "begin_step")
+  t1 = _check_step(end_step, "end_step")
+  if t1 <= t0:
+    raise ValueError(
+        f"`end_step` ({end_step}) must be after `begin_step` ({begin_step}).")
+  if int(frequency) != frequency or frequency < 1:
+    raise ValueError(f"`frequency` must be a positive integer, got {frequency}.")
+  curve = optax.polynomial_schedule(
+      init_value=s_i, end_value=s_f, power=power,
+      transition_steps=t1 - t0, transition_begin=t0)
+
+  def is_update_step(step):
+    step = jnp.asarray(step)
+    in_range = (step >= t0) & (step <= t1)
+    return in_range & (((step - t0) % frequency == 0) | (step == t1))
+
+  return PruningSchedule(
+      sparsity=lambda step: jnp.asarray(curve(step), jnp.float32),
+      is_update_step=is_update_step,
+      final_sparsity=s_f,
+  )
+
+
+def iterative(
+    fraction: float,
+    every: int,
+    num_rounds: int,
+    begin_step: int = 0,
+) -> PruningSchedule:
+  """Prunes `fraction` of the remaining weights every `every` steps.
+
+  After round j (j = 1..num_rounds, the first at `begin_step`) the density
+  is (1 - fraction)^j, as in lottery-ticket iterative magnitude pruning.
+
+  References:
+    Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
+  """
+  f = check_sparsity(fraction, "fraction")
+  k = _check_step(every, "every")
+  n = _check_step(num_rounds, "num_rounds")
+  t0 = _check_step(begin_step, "begin_step")
+  if k < 1 or n < 1:
+    raise ValueError("`every` and `num_rounds` must be at least 1.")
+  last = t0 + (n - 1) * k
+
+  def rounds(step):
+    step = jnp.asarray(step)
+    done = jnp.where(step >= t0, (step - t0) // k + 1, 0)
+    return jnp.minimum(done, n)
+
+  return PruningSchedule(
+      sparsity=lambda step: (
+          1.0 - (1.0 - f) ** rounds(step).astype(jnp.float32)),
+      is_update_step=lambda step: (
+          (jnp.asarray(step) >= t0) & (jnp.asarray(step) <= last)
+          & ((jnp.asarray(step) - t0) % k == 0)),
+      final_sparsity=1.0 - (1.0 - f) ** n,
+  )
+
+
+def as_schedule(sparsity: float | PruningSchedule) -> PruningSchedule:
+  """A float becomes `constant(sparsity)`; schedules pass through."""
+  if isinstance(sparsity, PruningSchedule):
+    return sparsity
+  return constant(sparsity)

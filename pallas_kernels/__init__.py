@@ -1,0 +1,1 @@
+"""Pallas kernels for jaxsparse (block-sparse matmul; see the kernels issue)."""
