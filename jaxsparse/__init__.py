@@ -14,6 +14,7 @@ from jaxsparse._src.masks import get_masks
 from jaxsparse._src.masks import is_kernel
 from jaxsparse._src.masks import ones_masks
 from jaxsparse._src.masks import sparsity
+from jaxsparse._src.masks import unwrap
 from jaxsparse._src.prune import PruneState
 from jaxsparse._src.prune import compute_masks
 from jaxsparse._src.prune import prune
@@ -46,5 +47,5 @@ __all__ = (
     "erk_densities", "get_masks", "global_", "global_smallest_k",
     "is_kernel", "iterative", "magnitude", "n_m", "one_shot", "ones_masks",
     "polynomial", "prune", "random", "saliency", "smallest_k_per_leaf",
-    "sortable_key", "sparsity", "summary", "uniform", "unstructured",
+    "sortable_key", "sparsity", "summary", "uniform", "unstructured", "unwrap",
 )

@@ -35,12 +35,24 @@ def path_str(path: tuple) -> str:
   return "/".join(parts)
 
 
+def _is_variable(x: Any) -> bool:
+  """True for flax.nnx Variables (Param, OptVariable, ...)."""
+  try:
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+  except ImportError:  # pragma: no cover
+    return False
+  return isinstance(x, nnx.Variable)
+
+
 def _leaf_value(x: Any) -> Any:
   """The array inside a leaf (unwraps flax.nnx variables)."""
-  value = getattr(x, "value", None)
-  if value is not None and hasattr(x, "get_metadata"):
-    return value
-  return x
+  return x.get_value() if _is_variable(x) else x
+
+
+def unwrap(tree: Any) -> Any:
+  """Replaces flax.nnx Variables by their values (None stays None)."""
+  return jax.tree.map(_leaf_value, tree,
+                      is_leaf=lambda x: x is None or _is_variable(x))
 
 
 def is_kernel(path: tuple, leaf: Any) -> bool:
@@ -63,6 +75,7 @@ def leaves_with_path(tree: Any) -> list[tuple[tuple, Any]]:
 
 def select(params: Params, filter_fn: FilterFn = is_kernel) -> Masks:
   """A tree of `True` (prunable) / `None` (dense) shaped like `params`."""
+  params = unwrap(params)
   def pick(path, leaf):
     if not filter_fn(path, leaf):
       return None
@@ -78,6 +91,7 @@ def select(params: Params, filter_fn: FilterFn = is_kernel) -> Masks:
 
 def ones_masks(params: Params, filter_fn: FilterFn = is_kernel) -> Masks:
   """Dense (all-True) masks for the leaves chosen by `filter_fn`."""
+  params = unwrap(params)
   sel = select(params, filter_fn)
   return jax.tree.map(
       lambda s, p: None if s is None else jnp.ones(
@@ -87,6 +101,7 @@ def ones_masks(params: Params, filter_fn: FilterFn = is_kernel) -> Masks:
 
 def check_masks(params: Params, masks: Masks, name: str = "masks") -> None:
   """Raises a ValueError if `masks` does not match `params`."""
+  params, masks = unwrap(params), unwrap(masks)
   p_def = jax.tree.structure(params)
   m_def = jax.tree.structure(masks, is_leaf=_is_none)
   if p_def != m_def:
@@ -111,6 +126,7 @@ def check_masks(params: Params, masks: Masks, name: str = "masks") -> None:
 
 def as_bool_masks(masks: Masks) -> Masks:
   """Casts numeric 0/1 masks to bool, leaving `None` leaves."""
+  masks = unwrap(masks)
   return jax.tree.map(
       lambda m: None if m is None else jnp.asarray(_leaf_value(m)) != 0,
       masks, is_leaf=_is_none)
@@ -119,12 +135,22 @@ def as_bool_masks(masks: Masks) -> Masks:
 def apply_masks(params: Params, masks: Masks) -> Params:
   """Returns params with pruned entries set to exactly zero.
 
-  Leaves whose mask is `None` are returned unchanged.
+  Leaves whose mask is `None` are returned unchanged. Works on plain pytrees
+  and on flax.nnx `State`s (variables are rebuilt around the new values).
   """
-  return jax.tree.map(
-      lambda m, p: p if m is None else jnp.where(
-          _leaf_value(m), p, jnp.zeros((), p.dtype)),
-      masks, params, is_leaf=_is_none)
+  masks = unwrap(masks)
+  flat_m, treedef = jax.tree.flatten(masks, is_leaf=_is_none)
+  flat_p = treedef.flatten_up_to(
+      jax.tree.map(lambda x: x, params, is_leaf=_is_variable))
+
+  def one(m, p):
+    if m is None:
+      return p
+    v = _leaf_value(p)
+    out = jnp.where(m, v, jnp.zeros((), v.dtype))
+    return p.replace(out) if _is_variable(p) else out
+
+  return jax.tree.unflatten(treedef, [one(m, p) for m, p in zip(flat_m, flat_p)])
 
 
 def get_masks(opt_state: Any) -> Masks:
@@ -139,8 +165,7 @@ def get_masks(opt_state: Any) -> Masks:
     raise ValueError(
         "no `masks` field found in the optimizer state; was it built with "
         "jaxsparse.prune?") from e
-  return jax.tree.map(_leaf_value, masks, is_leaf=lambda x: x is None or (
-      hasattr(x, "get_metadata") and hasattr(x, "value")))
+  return unwrap(masks)
 
 
 def sparsity(masks: Masks) -> jax.Array:

@@ -41,8 +41,8 @@ def compute_masks(
 ) -> Any:
   """New masks at `sparsity` for the leaves where `masks` is not None.
 
-  Entries already pruned score -inf, so they are pruned first and masks
-  only shrink while the target grows.
+  Entries already pruned score -inf, so they are pruned first; masks only
+  shrink (a target below the current sparsity prunes nothing more).
   """
   allocation = alloc_lib.uniform() if allocation is None else allocation
   structure = struct_lib.unstructured() if structure is None else structure
@@ -67,7 +67,7 @@ def compute_masks(
     keep = allocation(free_keys, [paths[pos[i]] for i in free_idx],
                       [shapes[pos[i]] for i in free_idx], sparsity)
     for i, k in zip(free_idx, keep):
-      new[i] = structure.expand(k, shapes[pos[i]])
+      new[i] = structure.expand(k, shapes[pos[i]]) & flat_m[i]
   return jax.tree.unflatten(treedef, new)
 
 
@@ -131,7 +131,7 @@ def prune(
     else:
       masks = masks_lib.ones_masks(params, filter_fn)
     for (path, _), m in zip(
-        jax.tree_util.tree_flatten_with_path(params)[0],
+        jax.tree_util.tree_flatten_with_path(masks_lib.unwrap(params))[0],
         jax.tree.leaves(masks, is_leaf=_is_none)):
       if m is not None:
         structure.validate(masks_lib.path_str(path), tuple(m.shape))

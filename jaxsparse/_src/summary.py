@@ -85,6 +85,8 @@ def summary(params: Any, masks: Any = None) -> Summary:
       dense (`None`) leaves count their exact zeros in `params`.
   """
   rows = []
+  params = masks_lib.unwrap(params)
+  masks = None if masks is None else masks_lib.unwrap(masks)
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   if masks is not None:
     masks_lib.check_masks(params, masks)

@@ -1,0 +1,16 @@
+"""Layer-wise (uniform) magnitude pruning."""
+
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location(
+    "_jaxsparse_cfg_base",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base.py"))
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+
+
+def get_config():
+  c = _base.default_config()
+  c.pruning.allocation = "uniform"
+  return c

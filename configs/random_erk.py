@@ -1,0 +1,18 @@
+"""Random pruning at init with ERK layer densities (static sparse training)."""
+
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location(
+    "_jaxsparse_cfg_base",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base.py"))
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+
+
+def get_config():
+  c = _base.default_config()
+  c.pruning.method = "random"
+  c.pruning.schedule = "constant"
+  c.pruning.allocation = "erk"
+  return c
