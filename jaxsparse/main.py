@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -23,6 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
   from jaxsparse import train  # pylint: disable=g-import-not-at-top
   train.run_experiment(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
 

@@ -35,7 +35,7 @@ def path_str(path: tuple) -> str:
   return "/".join(parts)
 
 
-def _is_variable(x: Any) -> bool:
+def is_variable(x: Any) -> bool:
   """True for flax.nnx Variables (Param, OptVariable, ...)."""
   try:
     from flax import nnx  # pylint: disable=g-import-not-at-top
@@ -46,13 +46,13 @@ def _is_variable(x: Any) -> bool:
 
 def _leaf_value(x: Any) -> Any:
   """The array inside a leaf (unwraps flax.nnx variables)."""
-  return x.get_value() if _is_variable(x) else x
+  return x.get_value() if is_variable(x) else x
 
 
 def unwrap(tree: Any) -> Any:
   """Replaces flax.nnx Variables by their values (None stays None)."""
   return jax.tree.map(_leaf_value, tree,
-                      is_leaf=lambda x: x is None or _is_variable(x))
+                      is_leaf=lambda x: x is None or is_variable(x))
 
 
 def is_kernel(path: tuple, leaf: Any) -> bool:
@@ -141,14 +141,14 @@ def apply_masks(params: Params, masks: Masks) -> Params:
   masks = unwrap(masks)
   flat_m, treedef = jax.tree.flatten(masks, is_leaf=_is_none)
   flat_p = treedef.flatten_up_to(
-      jax.tree.map(lambda x: x, params, is_leaf=_is_variable))
+      jax.tree.map(lambda x: x, params, is_leaf=is_variable))
 
   def one(m, p):
     if m is None:
       return p
     v = _leaf_value(p)
     out = jnp.where(m, v, jnp.zeros((), v.dtype))
-    return p.replace(out) if _is_variable(p) else out
+    return p.replace(out) if is_variable(p) else out
 
   return jax.tree.unflatten(treedef, [one(m, p) for m, p in zip(flat_m, flat_p)])
 

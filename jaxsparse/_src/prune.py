@@ -125,6 +125,7 @@ def prune(
       optimizer)
 
   def init_fn(params):
+    params = masks_lib.unwrap(params)  # flax.nnx Variables -> arrays.
     if initial_masks is not None:
       masks_lib.check_masks(params, initial_masks, "initial_masks")
       masks = masks_lib.as_bool_masks(initial_masks)
@@ -143,6 +144,8 @@ def prune(
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
       raise ValueError("jaxsparse.prune needs `params` in update().")
+    wrapped = updates
+    updates, params = masks_lib.unwrap(updates), masks_lib.unwrap(params)
     masks_lib.check_masks(params, state.masks, "masks (in the prune state)")
     key, sub = jax.random.split(state.key)
     new_masks = lax.cond(
@@ -168,6 +171,9 @@ def prune(
           lambda s, m: s if m is None or not hasattr(s, "shape")
           or jnp.shape(s) != m.shape else jnp.where(m, s, zero(s)),
           inner_state, new_masks)
+    out = jax.tree.map(
+        lambda w, u: w.replace(u) if masks_lib.is_variable(w) else u,
+        wrapped, out, is_leaf=masks_lib.is_variable)
     return out, PruneState(
         count=optax.safe_increment(state.count), masks=new_masks, key=key,
         inner_state=inner_state)
