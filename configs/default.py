@@ -16,8 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_epochs = 60
   c.num_steps = -1  # > 0 overrides num_epochs
   c.optimizer = "adam"
-  c.learning_rate = 1e-3
-  c.lr_schedule = "constant"
+  c.learning_rate = 3e-3
+  c.lr_schedule = "cosine"  # constant | cosine
   c.momentum = 0.9
   c.nesterov = False
   c.weight_decay = 1e-4
