@@ -1,5 +1,7 @@
 """jaxsparse: neural-network sparsity in JAX, with masks as optax state."""
 
+from jaxsparse import nn
+
 from jaxsparse._src.allocation import Allocation
 from jaxsparse._src.allocation import count_for
 from jaxsparse._src.allocation import custom
@@ -45,7 +47,7 @@ __all__ = (
     "Summary", "apply_masks", "block", "channel", "check_masks",
     "compute_masks", "constant", "count_for", "custom", "er", "erk",
     "erk_densities", "get_masks", "global_", "global_smallest_k",
-    "is_kernel", "iterative", "magnitude", "n_m", "one_shot", "ones_masks",
+    "is_kernel", "iterative", "nn", "magnitude", "n_m", "one_shot", "ones_masks",
     "polynomial", "prune", "random", "saliency", "smallest_k_per_leaf",
     "sortable_key", "sparsity", "summary", "uniform", "unstructured", "unwrap",
 )
