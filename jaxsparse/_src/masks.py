@@ -159,12 +159,16 @@ def get_masks(opt_state: Any) -> Masks:
   Works for states nested in `optax.chain`, wrappers and `nnx.Optimizer`
   (pass `optimizer.opt_state`).
   """
+  missing = object()
   try:
-    masks = optax.tree_utils.tree_get(opt_state, "masks")
+    masks = optax.tree_utils.tree_get(opt_state, "masks", default=missing)
   except KeyError as e:
     raise ValueError(
+        "more than one `masks` field found in the optimizer state.") from e
+  if masks is missing:
+    raise ValueError(
         "no `masks` field found in the optimizer state; was it built with "
-        "jaxsparse.prune?") from e
+        "jaxsparse.prune?")
   return unwrap(masks)
 
 

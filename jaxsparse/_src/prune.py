@@ -97,7 +97,9 @@ def prune(
     zeroed, `opt` runs, its update is projected so that every pruned weight
     lands on exactly 0.0 after `optax.apply_updates`, and `opt`'s
     param-shaped slots (momentum, Adam moments, ...) are zeroed at pruned
-    entries (`optax.tree_utils.tree_map_params`, any optax optimizer).
+    entries before `opt` runs (`optax.tree_utils.tree_map_params`, any
+    optax optimizer), so stale moments never reach an update; with a zero
+    gradient they stay exactly 0 (SGD momentum, Adam, RMSProp, ...).
   * `optax.chain(prune(...), opt)` masks gradients before `opt`. A later
     stateful `opt` can still move a just-pruned weight, so follow each
     `apply_updates` with `params = apply_masks(params, get_masks(state))`.
@@ -160,17 +162,22 @@ def prune(
     if inner is None:
       out, inner_state = grads, state.inner_state
     else:
-      out, inner_state = inner.update(
-          grads, state.inner_state, params, **extra_args)
-      # Land pruned weights on exactly 0.0: p + (-p) == 0 in IEEE floats.
-      out = jax.tree.map(
-          lambda m, u, p: u if m is None else jnp.where(m, u, -p),
-          new_masks, out, params, is_leaf=_is_none)
+      # Slots are zeroed at pruned entries before `inner` runs, not after:
+      # the zeroing then fuses into the optimizer's own elementwise update.
+      # Zeroing after would leave two consumers of the new slots (the
+      # update and the stored state), which XLA recomputes from the old
+      # slots and, with donated buffers, has to copy first.
       inner_state = optax.tree_utils.tree_map_params(
           inner,
           lambda s, m: s if m is None or not hasattr(s, "shape")
           or jnp.shape(s) != m.shape else jnp.where(m, s, zero(s)),
-          inner_state, new_masks)
+          state.inner_state, new_masks)
+      out, inner_state = inner.update(
+          grads, inner_state, params, **extra_args)
+      # Land pruned weights on exactly 0.0: p + (-p) == 0 in IEEE floats.
+      out = jax.tree.map(
+          lambda m, u, p: u if m is None else jnp.where(m, u, -p),
+          new_masks, out, params, is_leaf=_is_none)
     out = jax.tree.map(
         lambda w, u: w.replace(u) if masks_lib.is_variable(w) else u,
         wrapped, out, is_leaf=masks_lib.is_variable)

@@ -1,11 +1,17 @@
 """Exact k-smallest selection without sorting.
 
-Scores are mapped to order-preserving int32 keys and a threshold is found by
-bisection on counts (at most 32 reductions over the scores). Ties at the
-threshold are broken by position: the first tied entries (flattened, leaf
-order then row-major index) are pruned first. No sort and no gather of the
-whole model is needed, so the same code runs on sharded scores, where each
-count is a sum reduction.
+Scores are mapped to order-preserving int32 keys and the k-th smallest key
+is found digit by digit, most significant first (radix select): each pass
+counts the keys of the current bucket per digit value with one histogram, so
+32-bit keys take 2 passes over large leaves (16-bit digits) and a few more
+over small ones. On TPU, where large scatters are slow, each pass instead
+counts the keys below 15 pivots with one sum reduction (8 passes). Ties at
+the threshold are broken by position: the first tied entries (flattened,
+leaf order then row-major index) are pruned first; only when a cut falls
+inside a run of ties is the cut-off position searched, the same way, among
+the tied entries. Histograms and counts are sum reductions, and no sort and
+no gather of the whole model is needed, so the same code runs on sharded
+scores.
 """
 
 from __future__ import annotations
@@ -25,55 +31,163 @@ def sortable_key(x: jax.Array) -> jax.Array:
   if x.dtype != jnp.float32:
     x = x.astype(jnp.float32)
   x = jnp.where(jnp.isnan(x), jnp.inf, x)
-  x = x + jnp.zeros((), x.dtype)  # -0.0 -> +0.0 so that both compare equal.
   bits = lax.bitcast_convert_type(x, jnp.int32)
+  # -0.0 -> +0.0 so that both compare equal (in integers: XLA folds x + 0.0).
+  bits = jnp.where(bits == jnp.int32(_INT32_MIN), jnp.int32(0), bits)
   return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
 
 
-def _mid(lo: jax.Array, hi: jax.Array) -> jax.Array:
-  # floor((lo + hi) / 2) without int32 overflow.
-  return (lo >> 1) + (hi >> 1) + (lo & hi & 1)
+# --- Selection of the k-th smallest key. ------------------------------------
+#
+# Keys are handled as uint32 `u` (int32 key with the sign bit flipped, same
+# order) below 2**nbits. `ok(c)` is a monotone predicate on per-leaf counts
+# c[i] = #{u_i <= t}, vectorised over a trailing axis: c has shape
+# [num_leaves, m] and ok returns bool[m]. `_kth` returns the smallest t with
+# ok(counts(t)), and per leaf the counts of entries < t and == t.
+
+_SIGN = 0x80000000
+_MAX_DIGIT_BITS = 16
+_PIVOT_BITS = 4
+# Set to "radix" or "pivots" to force one method on every platform (tests).
+_FORCE_METHOD: str | None = None
 
 
-def _count_le(keys: Sequence[jax.Array], t: jax.Array) -> jax.Array:
-  """Per-leaf counts of keys <= t[i]; returns int32[len(keys)]."""
-  return jnp.stack([jnp.sum(k <= t[i], dtype=jnp.int32)
-                    for i, k in enumerate(keys)])
+def _unsigned(key: jax.Array) -> jax.Array:
+  return lax.bitcast_convert_type(key, jnp.uint32) ^ jnp.uint32(_SIGN)
 
 
-def _bisect(keys, lo, hi, target_fn):
-  """Smallest t in [lo, hi] (vector) with target_fn(t) true (monotone)."""
-  def cond(c):
-    lo, hi = c
-    return jnp.any(lo < hi)
-
-  def body(c):
-    lo, hi = c
-    mid = _mid(lo, hi)
-    ok = target_fn(mid)
-    active = lo < hi
-    return (jnp.where(active & ~ok, mid + 1, lo),
-            jnp.where(active & ok, mid, hi))
-
-  lo, _ = lax.while_loop(cond, body, (lo, hi))
-  return lo
+def _signed(u: jax.Array) -> jax.Array:
+  return lax.bitcast_convert_type(u ^ jnp.uint32(_SIGN), jnp.int32)
 
 
-def _tie_masks(keys, t, take):
-  """Keep-masks: prune keys < t and the first `take` keys == t per leaf."""
+def _digit_widths(nbits: int, n: int, num_hists: int) -> list[int]:
+  """Splits `nbits` into digits of at most 16 bits, most significant first.
+
+  Wider digits mean fewer passes over the keys but bigger histograms; about
+  n / (8 * num_hists) bins keeps the histograms small next to the keys.
+  """
+  per_bin = max(1, n // (8 * max(1, num_hists)))
+  w = max(4, min(_MAX_DIGIT_BITS, per_bin.bit_length() - 1))
+  w = max(1, min(w, nbits))
+  levels = -(-nbits // w)
+  base, extra = divmod(nbits, levels)
+  return [base + (1 if i < extra else 0) for i in range(levels)]
+
+
+def _histogram(u, prefix, shift, width, nbits):
+  """Counts of each digit (u >> shift) % 2**width, among the entries whose
+  bits above the digit equal those of `prefix` (a scatter-add, i.e. a sum
+  reduction: sharded keys give local histograms and one all-reduce)."""
+  size = 1 << width
+  digit = ((u >> shift) & jnp.uint32(size - 1)).astype(jnp.int32)
+  high = shift + width
+  if high < nbits:
+    digit = jnp.where((u >> high) == (prefix >> high), digit, size)
+  return jnp.zeros((size,), jnp.int32).at[digit].add(1, mode="drop")
+
+
+def _kth_radix(us, nbits, ok):
+  """Radix select: one histogram pass per digit, most significant first."""
+  n = sum(u.size for u in us)
+  prefix = jnp.zeros((), jnp.uint32)
+  below = jnp.zeros((len(us),), jnp.int32)
+  room = below
+  shift = nbits
+  for width in _digit_widths(nbits, n, len(us)):
+    shift -= width
+    hists = jnp.stack([_histogram(u, prefix, shift, width, nbits)
+                       for u in us])
+    # counts(t) at the top of each bin of the current bucket.
+    counts = below[:, None] + jnp.cumsum(hists, axis=1)
+    d = jnp.minimum(jnp.sum(~ok(counts), dtype=jnp.int32), (1 << width) - 1)
+    bins = jnp.arange(1 << width, dtype=jnp.int32)
+    below = below + jnp.sum(jnp.where(bins < d, hists, 0), axis=1)
+    room = jnp.sum(jnp.where(bins == d, hists, 0), axis=1)
+    prefix = prefix | (d.astype(jnp.uint32) << shift)
+  return prefix, below, room
+
+
+def _count_many(u, ts):
+  """#{u <= t} for each t in `ts`: one pass (a variadic sum reduction)."""
+  ops = tuple((u <= t).astype(jnp.int32) for t in ts)
+  zeros = tuple(jnp.int32(0) for _ in ts)
+  add = lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True))
+  out = lax.reduce(ops, zeros, add, tuple(range(u.ndim)))
+  return jnp.stack(out)
+
+
+def _kth_pivots(us, nbits, ok, width=_PIVOT_BITS):
+  """Counting search: each pass counts the keys below 2**width - 1 pivots
+  (bin tops of the current bucket) with one variadic sum, no scatter."""
+  prefix = jnp.zeros((), jnp.uint32)
+  shift = nbits
+  while shift > 0:
+    w = min(width, shift)
+    shift -= w
+    low = jnp.uint32((1 << shift) - 1)
+    tops = [prefix | (jnp.uint32(j) << shift) | low
+            for j in range((1 << w) - 1)]
+    counts = jnp.stack([_count_many(u, tops) for u in us])
+    d = jnp.sum(~ok(counts), dtype=jnp.int32)
+    prefix = prefix | (d.astype(jnp.uint32) << shift)
+  lt_eq = [_count_many(u, [prefix - 1, prefix]) for u in us]
+  below = jnp.stack([jnp.where(prefix > 0, c[0], 0) for c in lt_eq])
+  room = jnp.stack([c[1] for c in lt_eq]) - below
+  return prefix, below, room
+
+
+def _kth(us, nbits, ok):
+  """Smallest t with ok(counts(t)); per-leaf counts of u < t and u == t.
+
+  Radix select with scatter-add histograms (2 passes for 32-bit keys on
+  large leaves); on TPU, where big scatters are slow, a counting search
+  with 15 pivots per pass (8 passes for 32-bit keys, reductions only).
+  """
+  us = [u.reshape(-1) if u.ndim == 0 else u for u in us]
+  radix = lambda: _kth_radix(us, nbits, ok)
+  pivots = lambda: _kth_pivots(us, nbits, ok)
+  if _FORCE_METHOD == "radix":
+    return radix()
+  if _FORCE_METHOD == "pivots":
+    return pivots()
+  return lax.platform_dependent(tpu=pivots, default=radix)
+
+
+def _flat_index(shape):
+  """Row-major flat position of every entry, int32 (an iota, no gather)."""
+  idx = jnp.zeros(shape, jnp.int32)
+  stride = 1
+  for d in reversed(range(len(shape))):
+    idx = idx + lax.broadcasted_iota(jnp.int32, shape, d) * stride
+    stride *= shape[d]
+  return idx
+
+
+def _keep_masks(keys, t, room, take):
+  """Keep-masks pruning keys < t[i] and the first take[i] keys == t[i].
+
+  `room[i]` is the count of keys == t[i]. Only where a cut falls inside a
+  run of ties (0 < take < room) is the position of the take-th tied key
+  searched, the same way as the threshold, among the tied keys' positions.
+  """
   out = []
   for i, k in enumerate(keys):
-    eq = (k == t[i])
-    rank = jnp.cumsum(eq.reshape(-1), dtype=jnp.int32).reshape(k.shape)
-    prune = (k < t[i]) | (eq & (rank <= take[i]))
+    n = k.size
+
+    def cut(k=k, i=i, n=n):
+      # Recomputed here so that no key-sized array becomes a cond operand.
+      pos = jnp.where(k == t[i], _flat_index(k.shape), n).astype(jnp.uint32)
+      p, _, _ = _kth([pos], max(1, n.bit_length()),
+                     lambda c, i=i: c[0] >= take[i])
+      return p.astype(jnp.int32)
+
+    # Position of the last tied key to prune: none, all, or the cut.
+    default = jnp.where(take[i] > 0, jnp.int32(n), jnp.int32(-1))
+    last = lax.cond((take[i] > 0) & (take[i] < room[i]), cut,
+                    lambda default=default: default)
+    prune = (k < t[i]) | ((k == t[i]) & (_flat_index(k.shape) <= last))
     out.append(~prune)
   return out
-
-
-def _bounds(keys):
-  lo = jnp.stack([jnp.min(k) if k.size else jnp.int32(0) for k in keys])
-  hi = jnp.stack([jnp.max(k) if k.size else jnp.int32(0) for k in keys])
-  return lo, hi
 
 
 def smallest_k_per_leaf(
@@ -83,11 +197,26 @@ def smallest_k_per_leaf(
   if not keys:
     return []
   ks = jnp.asarray(ks, jnp.int32)
-  lo, hi = _bounds(keys)
-  t = _bisect(keys, lo, hi, lambda m: _count_le(keys, m) >= ks)
-  below = _count_le(keys, t - 1)
-  # ks == 0: t is the min key; below = 0 and take = 0 prunes nothing.
-  return _tie_masks(keys, t, ks - below)
+  ts, rooms, takes = [], [], []
+  for i, k in enumerate(keys):
+    ki = jnp.clip(ks[i], 0, k.size)
+    u, below, room = _kth([_unsigned(k)], 32, lambda c, ki=ki: c[0] >= ki)
+    ts.append(_signed(u))
+    rooms.append(room[0])
+    # ki == 0: t is the smallest possible key, below = 0 and take = 0.
+    takes.append(ki - below[0])
+  return _keep_masks(keys, jnp.stack(ts), jnp.stack(rooms), jnp.stack(takes))
+
+
+def _global_threshold(keys, k, caps):
+  """Global threshold t and per-leaf counts of keys < t and == t."""
+  us = [_unsigned(x) for x in keys]
+  if caps is None:
+    ok = lambda c: jnp.sum(c, axis=0) >= k
+  else:
+    ok = lambda c: jnp.sum(jnp.minimum(c, caps[:, None]), axis=0) >= k
+  u, below, room = _kth(us, 32, ok)
+  return _signed(u), below, room
 
 
 def global_counts(
@@ -108,19 +237,15 @@ def global_counts(
     earlier leaves first, matching the positional tie rule within a leaf.
   """
   keys = list(keys)
+  if not keys:
+    return jnp.zeros((0,), jnp.int32)
   sizes = jnp.asarray([x.size for x in keys], jnp.int32)
-  caps = sizes if caps is None else jnp.minimum(caps, sizes)
-  k = jnp.minimum(jnp.asarray(k, jnp.int32), jnp.sum(caps))
-  lo, hi = _bounds(keys)
-  lo, hi = jnp.min(lo)[None], jnp.max(hi)[None]
-  n = len(keys)
-
-  def total_le(t):
-    return jnp.sum(jnp.minimum(_count_le(keys, jnp.repeat(t, n)), caps))
-
-  t = _bisect(keys, lo, hi, lambda m: (total_le(m[0]) >= k)[None])[0]
-  below = jnp.minimum(_count_le(keys, jnp.repeat(t - 1, n)), caps)
-  le = jnp.minimum(_count_le(keys, jnp.repeat(t, n)), caps)
+  caps = sizes if caps is None else jnp.minimum(
+      jnp.asarray(caps, jnp.int32), sizes)
+  k = jnp.clip(jnp.asarray(k, jnp.int32), 0, jnp.sum(caps))
+  _, below, room = _global_threshold(keys, k, caps)
+  le = jnp.minimum(below + room, caps)
+  below = jnp.minimum(below, caps)
   room = le - below
   before = jnp.cumsum(room) - room
   take = jnp.clip(k - jnp.sum(below) - before, 0, room)
@@ -133,16 +258,10 @@ def global_smallest_k(
   keys = list(keys)
   if not keys:
     return []
-  n = len(keys)
-  k = jnp.asarray(k, jnp.int32)
-  lo, hi = _bounds(keys)
-  lo, hi = jnp.min(lo)[None], jnp.max(hi)[None]
-  t = _bisect(
-      keys, lo, hi,
-      lambda m: (jnp.sum(_count_le(keys, jnp.repeat(m[0], n))) >= k)[None])[0]
-  ts = jnp.repeat(t, n)
-  below = _count_le(keys, ts - 1)
-  room = _count_le(keys, ts) - below
+  total = sum(x.size for x in keys)
+  k = jnp.clip(jnp.asarray(k, jnp.int32), 0, total)
+  t, below, room = _global_threshold(keys, k, None)
   before = jnp.cumsum(room) - room
   take = jnp.clip(k - jnp.sum(below) - before, 0, room)
-  return _tie_masks(keys, ts, take)
+  ts = jnp.repeat(t, len(keys))
+  return _keep_masks(keys, ts, room, take)

@@ -1,0 +1,66 @@
+"""Shared timing helpers for the benchmarks (wall clock, after compile)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+
+import jax
+
+
+def log(*args) -> None:
+  """Progress messages go to stderr; results go to stdout."""
+  print(*args, file=sys.stderr, flush=True)
+
+
+def time_once(fn: Callable[[], object]) -> tuple[float, float]:
+  """Wall and process-CPU seconds of one call of `fn`, results waited for.
+
+  On a shared host the CPU time (all threads of this process) is far less
+  sensitive to other processes than the wall time.
+  """
+  c0, t0 = time.process_time(), time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - t0, time.process_time() - c0
+
+
+def interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    rounds: int,
+    warmup: int = 2,
+    cpu: dict[str, list[float]] | None = None,
+) -> dict[str, list[float]]:
+  """Wall times of several variants timed alternately, `rounds` times each.
+
+  Alternating the variants within each round spreads slow drifts of the
+  machine (other processes, frequency scaling) over all of them, so their
+  medians stay comparable on a shared host. CPU times go to `cpu` if given.
+  """
+  for _ in range(warmup):
+    for fn in fns.values():
+      time_once(fn)
+  times: dict[str, list[float]] = {name: [] for name in fns}
+  if cpu is not None:
+    cpu.update({name: [] for name in fns})
+  names = list(fns)
+  for r in range(rounds):
+    # Rotate the order every round so no variant always runs first.
+    order = names[r % len(names):] + names[:r % len(names)]
+    for name in order:
+      wall, cpu_s = time_once(fns[name])
+      times[name].append(wall)
+      if cpu is not None:
+        cpu[name].append(cpu_s)
+  return times
+
+
+def median_ms(samples: list[float]) -> float:
+  return 1e3 * statistics.median(samples)
+
+
+def spread_ms(samples: list[float]) -> tuple[float, float]:
+  """25th and 75th percentiles in ms."""
+  q = statistics.quantiles(samples, n=4)
+  return 1e3 * q[0], 1e3 * q[2]

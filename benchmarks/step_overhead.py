@@ -1,0 +1,171 @@
+"""Per-step cost of `jaxsparse.prune(..., optimizer=adam)` vs plain adam.
+
+MLP 784-1024-1024-10 (plain params dict, kernels (in, out)), batch 128,
+random data, `optax.adam(1e-3)`; each variant is one jitted step
+(value_and_grad + tx.update + apply_updates) with donated params and state:
+
+  dense      plain optax adam step.
+  nonupdate  jaxsparse.prune(polynomial(...), optimizer=adam) at a step
+             where `is_update_step` is False (masks only applied).
+  update     the same compiled function at a mask-update step (the masks
+             are recomputed inside `lax.cond`).
+
+The variants are timed alternately over many rounds; medians of wall time
+are compared, and of process CPU time (all threads), which other processes
+on a shared host disturb far less. The last stdout line is one JSON object.
+
+Run: .venv/bin/python benchmarks/step_overhead.py [--quick] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from _timing import interleaved, log, median_ms, spread_ms  # noqa: E402
+
+import jaxsparse  # noqa: E402
+
+SIZES = (784, 1024, 1024, 10)
+BATCH = 128
+NONUPDATE_COUNT = 150  # polynomial(begin 0, frequency 100): not an update
+UPDATE_COUNT = 200  # an update step (target sparsity 0.9 * (1 - 0.8^3))
+
+
+def init_params(key, sizes=SIZES):
+  params = {}
+  for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    key, sub = jax.random.split(key)
+    params[f"dense_{i}"] = {
+        "kernel": jax.random.normal(sub, (n_in, n_out)) / n_in**0.5,
+        "bias": jnp.zeros((n_out,)),
+    }
+  return params
+
+
+def loss_fn(params, x, y):
+  h = x
+  n = len(params)
+  for i in range(n):
+    layer = params[f"dense_{i}"]
+    h = h @ layer["kernel"] + layer["bias"]
+    if i < n - 1:
+      h = jax.nn.relu(h)
+  return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
+
+
+def make_step(tx, set_count: bool):
+  """One jitted training step; params and state buffers are donated."""
+  def step(params, state, x, y, count):
+    if set_count:
+      state = state._replace(count=count)
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    return params, state, loss
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+class Runner:
+  """Calls a donated step repeatedly, feeding its outputs back."""
+
+  def __init__(self, step, params, state, x, y, count):
+    self.step, self.params, self.state = step, params, state
+    self.x, self.y, self.count = x, y, count
+
+  def __call__(self):
+    self.params, self.state, loss = self.step(
+        self.params, self.state, self.x, self.y, self.count)
+    return self.params, self.state, loss
+
+
+def copy_tree(tree):
+  return jax.tree.map(lambda a: a.copy() if hasattr(a, "copy") else a, tree)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true",
+                      help="smoke run: few rounds")
+  parser.add_argument("--rounds", type=int, default=None)
+  args = parser.parse_args()
+  rounds = args.rounds or (8 if args.quick else 150)
+
+  key = jax.random.PRNGKey(0)
+  kp, kx, ky = jax.random.split(key, 3)
+  params = init_params(kp)
+  x = jax.random.normal(kx, (BATCH, SIZES[0]))
+  y = jax.random.randint(ky, (BATCH,), 0, SIZES[-1])
+  n_params = sum(p.size for p in jax.tree.leaves(params))
+  log(f"MLP {SIZES}: {n_params:,} params, batch {BATCH}, "
+      f"{jax.device_count()} {jax.default_backend()} device(s)")
+
+  dense_tx = optax.adam(1e-3)
+  schedule = jaxsparse.polynomial(0.9, begin_step=0, end_step=1000,
+                                  frequency=100)
+  sparse_tx = jaxsparse.prune(schedule, optimizer=optax.adam(1e-3))
+  assert not bool(schedule.is_update_step(NONUPDATE_COUNT))
+  assert bool(schedule.is_update_step(UPDATE_COUNT))
+
+  dense_step = make_step(dense_tx, set_count=False)
+  sparse_step = make_step(sparse_tx, set_count=True)
+  c_non = jnp.asarray(NONUPDATE_COUNT, jnp.int32)
+  c_upd = jnp.asarray(UPDATE_COUNT, jnp.int32)
+
+  dense = Runner(dense_step, copy_tree(params),
+                 dense_tx.init(params), x, y, c_non)
+  nonupdate = Runner(sparse_step, copy_tree(params),
+                     sparse_tx.init(params), x, y, c_upd)
+  # One update step first so the non-update variant runs on real masks.
+  jax.block_until_ready(nonupdate())
+  nonupdate.count = c_non
+  update = Runner(sparse_step, copy_tree(params),
+                  sparse_tx.init(params), x, y, c_upd)
+
+  log("compiling ...")
+  for r in (dense, nonupdate, update):
+    jax.block_until_ready(r())
+  assert sparse_step._cache_size() == 1, "update/non-update must share code"
+  sp = float(jaxsparse.sparsity(nonupdate.state.masks))
+  log(f"mask sparsity in the non-update variant: {sp:.3f}")
+
+  log(f"timing {rounds} interleaved rounds ...")
+  cpu: dict[str, list[float]] = {}
+  times = interleaved(
+      {"dense": dense, "nonupdate": nonupdate, "update": update},
+      rounds=rounds, cpu=cpu)
+  med = {k: median_ms(v) for k, v in times.items()}
+  med_cpu = {k: median_ms(v) for k, v in cpu.items()}
+
+  print(f"{'variant':<10} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} "
+        f"{'ratio':>6} {'cpu ms':>8} {'cpu ratio':>9}")
+  for name, samples in times.items():
+    lo, hi = spread_ms(samples)
+    print(f"{name:<10} {med[name]:>10.3f} {lo:>8.3f} {hi:>8.3f} "
+          f"{med[name] / med['dense']:>6.3f} {med_cpu[name]:>8.3f} "
+          f"{med_cpu[name] / med_cpu['dense']:>9.3f}")
+  result = {
+      "nonupdate_ratio": round(med["nonupdate"] / med["dense"], 4),
+      "update_ratio": round(med["update"] / med["dense"], 4),
+      "dense_ms": round(med["dense"], 4),
+      "nonupdate_ms": round(med["nonupdate"], 4),
+      "update_ms": round(med["update"], 4),
+      "nonupdate_cpu_ratio": round(
+          med_cpu["nonupdate"] / med_cpu["dense"], 4),
+      "update_cpu_ratio": round(med_cpu["update"] / med_cpu["dense"], 4),
+      "rounds": rounds,
+      "n_params": int(n_params),
+      "backend": jax.default_backend(),
+  }
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()

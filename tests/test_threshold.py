@@ -1,0 +1,199 @@
+"""Exact k-smallest selection, checked against NumPy stable sorts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxsparse as js
+from jaxsparse._src import threshold
+
+_SETTINGS = settings(max_examples=15, deadline=None)
+
+
+def ref_keep(scores, k):
+  """Keep-mask pruning the k smallest; ties pruned lowest index first."""
+  flat = np.asarray(scores, np.float32).reshape(-1)
+  keep = np.ones(flat.size, bool)
+  keep[np.argsort(flat, kind="stable")[:k]] = False
+  return keep.reshape(np.shape(scores))
+
+
+def ref_global_keep(leaves, k, caps=None):
+  """Greedy global ranking (leaf order, then row-major) with per-leaf caps."""
+  flat = np.concatenate([np.asarray(x, np.float32).reshape(-1)
+                         for x in leaves])
+  owner = np.concatenate([np.full(np.size(x), i)
+                          for i, x in enumerate(leaves)])
+  caps = [np.size(x) for x in leaves] if caps is None else list(caps)
+  pruned = np.zeros(flat.size, bool)
+  used = [0] * len(leaves)
+  total = 0
+  for j in np.argsort(flat, kind="stable"):
+    if total == k:
+      break
+    if used[owner[j]] < caps[owner[j]]:
+      pruned[j] = True
+      used[owner[j]] += 1
+      total += 1
+  out, start = [], 0
+  for x in leaves:
+    out.append(~pruned[start:start + np.size(x)].reshape(np.shape(x)))
+    start += np.size(x)
+  return out
+
+
+def keys_of(leaves):
+  return [js.sortable_key(jnp.asarray(x, jnp.float32)) for x in leaves]
+
+
+# --- sortable_key -----------------------------------------------------------
+
+SPECIAL = np.array(
+    [-np.inf, -3.0e38, -1.0, -1e-45, -0.0, 0.0, 1e-45, 1e-38, 0.5, 1.0,
+     2.0, 3.4e38, np.inf], np.float32)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_sortable_key_order_on_special_values(jit):
+  fn = jax.jit(js.sortable_key) if jit else js.sortable_key
+  k = np.asarray(fn(jnp.asarray(SPECIAL)))
+  assert k.dtype == np.int32
+  for i in range(len(SPECIAL)):
+    for j in range(len(SPECIAL)):
+      a, b = SPECIAL[i], SPECIAL[j]
+      assert (k[i] < k[j]) == (a < b), (a, b)
+      assert (k[i] == k[j]) == (a == b), (a, b)  # -0.0 == +0.0
+
+
+def test_sortable_key_nan_sorts_as_largest():
+  x = jnp.asarray([np.nan, np.inf, 1.0, -np.inf])
+  k = np.asarray(jax.jit(js.sortable_key)(x))
+  assert k[0] >= k[1] > k[2] > k[3]
+
+
+@_SETTINGS
+@given(st.lists(st.floats(width=32, allow_nan=False), min_size=1,
+                max_size=40))
+def test_sortable_key_preserves_order(values):
+  x = np.asarray(values, np.float32)
+  k = np.asarray(js.sortable_key(jnp.asarray(x)))
+  np.testing.assert_array_equal(np.less.outer(k, k), np.less.outer(x, x))
+  np.testing.assert_array_equal(np.equal.outer(k, k), np.equal.outer(x, x))
+
+
+def test_sortable_key_casts_other_dtypes():
+  x = jnp.asarray([3.0, -1.0, 2.0], jnp.bfloat16)
+  k = np.asarray(js.sortable_key(x))
+  assert list(np.argsort(k)) == [1, 2, 0]
+
+
+# --- smallest_k_per_leaf ----------------------------------------------------
+
+CASES = {
+    "random": [np.random.RandomState(0).randn(6, 7),
+               np.random.RandomState(1).randn(11)],
+    "all_equal": [np.ones((4, 5)), np.full(7, 0.25)],
+    "integers": [np.random.RandomState(2).randint(-3, 4, (5, 6)),
+                 np.random.RandomState(3).randint(0, 2, (3, 3, 2))],
+    "tiny": [np.array([2.0]), np.array([1.0, 1.0]), np.array([3.0, -1.0, 3.0])],
+    "signed_zero_inf": [np.array([0.0, -0.0, np.inf, -np.inf, 0.0, -0.0])],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_smallest_k_per_leaf_matches_numpy_for_all_k(name):
+  leaves = [np.asarray(x, np.float32) for x in CASES[name]]
+  fn = jax.jit(threshold.smallest_k_per_leaf)
+  keys = keys_of(leaves)
+  sizes = [x.size for x in leaves]
+  # Every k in [0, n] for every leaf (leaves use different k at once).
+  for k0 in range(max(sizes) + 1):
+    ks = np.array([(k0 + 2 * i) % (n + 1) for i, n in enumerate(sizes)])
+    got = fn(keys, jnp.asarray(ks, jnp.int32))
+    for x, k, m in zip(leaves, ks, got, strict=True):
+      assert m.dtype == jnp.bool_ and m.shape == x.shape
+      assert int(np.sum(~np.asarray(m))) == k
+      np.testing.assert_array_equal(np.asarray(m), ref_keep(x, k))
+
+
+def test_smallest_k_ties_prune_lowest_index_first():
+  keys = keys_of([np.array([5.0, 1.0, 5.0, 5.0, 1.0, 5.0])])
+  (m,) = threshold.smallest_k_per_leaf(keys, jnp.array([4]))
+  np.testing.assert_array_equal(m, [False, False, False, True, False, True])
+
+
+_HYP_SHAPES = [(3, 4), (7,), (1,)]
+_HYP_FN = jax.jit(threshold.smallest_k_per_leaf)
+
+
+@_SETTINGS
+@given(st.data())
+def test_smallest_k_per_leaf_hypothesis(data):
+  # Fixed shapes (one compilation); values drawn from a small pool: ties.
+  leaves, ks = [], []
+  for shape in _HYP_SHAPES:
+    n = int(np.prod(shape))
+    vals = data.draw(st.lists(
+        st.sampled_from([-2.0, -0.5, 0.0, 0.5, 1.0, 3.0, 1e30]),
+        min_size=n, max_size=n))
+    leaves.append(np.asarray(vals, np.float32).reshape(shape))
+    ks.append(data.draw(st.integers(0, n)))
+  got = _HYP_FN(keys_of(leaves), jnp.asarray(ks, jnp.int32))
+  for x, k, m in zip(leaves, ks, got, strict=True):
+    np.testing.assert_array_equal(np.asarray(m), ref_keep(x, k))
+
+
+def test_smallest_k_per_leaf_empty_list():
+  assert threshold.smallest_k_per_leaf([], jnp.zeros((0,), jnp.int32)) == []
+
+
+# --- global_smallest_k and global_counts ------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_global_smallest_k_matches_numpy(name):
+  leaves = [np.asarray(x, np.float32) for x in CASES[name]]
+  fn = jax.jit(threshold.global_smallest_k)
+  keys = keys_of(leaves)
+  total = sum(x.size for x in leaves)
+  for k in sorted({0, 1, total // 3, total // 2, total - 1, total}):
+    got = fn(keys, k)
+    assert sum(int(np.sum(~np.asarray(m))) for m in got) == k
+    for m, r in zip(got, ref_global_keep(leaves, k), strict=True):
+      np.testing.assert_array_equal(np.asarray(m), r)
+
+
+def test_global_ties_go_to_earlier_leaves_first():
+  leaves = [np.ones((2, 2), np.float32), np.ones(3, np.float32)]
+  got = threshold.global_smallest_k(keys_of(leaves), 5)
+  np.testing.assert_array_equal(got[0], np.zeros((2, 2), bool))
+  np.testing.assert_array_equal(got[1], [False, True, True])
+
+
+@pytest.mark.parametrize("name", ["random", "all_equal", "integers", "tiny"])
+def test_global_counts_with_caps_matches_greedy_reference(name):
+  leaves = [np.asarray(x, np.float32) for x in CASES[name]]
+  sizes = [x.size for x in leaves]
+  fn = jax.jit(threshold.global_counts)
+  keys = keys_of(leaves)
+  total = sum(sizes)
+  for caps in ([n // 2 for n in sizes], [n for n in sizes],
+               [0] + [n - 1 for n in sizes[1:]]):
+    for k in sorted({0, 1, total // 2, total}):
+      counts = np.asarray(fn(keys, k, jnp.asarray(caps, jnp.int32)))
+      ref = ref_global_keep(leaves, k, caps)
+      np.testing.assert_array_equal(
+          counts, [int(np.sum(~r)) for r in ref])
+      assert counts.sum() == min(k, sum(caps))
+      assert np.all(counts <= np.asarray(caps))
+
+
+def test_global_counts_without_caps_sums_to_k():
+  leaves = [np.random.RandomState(5).randn(30).astype(np.float32),
+            np.random.RandomState(6).randn(4, 4).astype(np.float32)]
+  counts = threshold.global_counts(keys_of(leaves), 17)
+  ref = ref_global_keep(leaves, 17)
+  np.testing.assert_array_equal(counts, [int(np.sum(~r)) for r in ref])
