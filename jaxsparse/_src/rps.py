@@ -1,0 +1,553 @@
+"""Randomized parameter sharing (RPS) as a functional transform of params.
+
+`rps_init(params, compression, mapper=...)` returns a trainable
+`RPSMemory` and a static `RPSSpec` whose pure `spec.expand(memory)`
+materialises full-shape params: every compressed weight is
+`W_i = lambda_l * xi_i * M[idx(i)]`, with `M` the shared memory, `xi_i = ±1`
+a hashed sign, `lambda_l` a per-leaf scale and `idx` the mapper. Leaves the
+filter does not select (biases, norms) pass through `memory.dense` as
+ordinary trainable arrays. Train `loss(spec.expand(memory), batch)` with any
+optax optimizer; the memory's gradient is JAX's transpose of the gather (a
+scatter-add).
+
+Mappers (global offset `i` runs over the compressed leaves in tree order):
+
+* `"hashednet"` (Chen et al., 2015): one memory segment of
+  `round(compression * n_l)` floats per leaf, element-wise universal hash
+  `((a*i + b*i**2 + c) mod P) mod K_l`, `P = 2038074743`.
+* `"roast"` (Desai, Zhou & Shrivastava, 2022): one global memory; each
+  leaf, seen as a 2-D `(prod(shape[:-1]), shape[-1])` matrix, is cut into
+  `BK x BN` tiles and tile `(k, n)` reads the contiguous block starting at
+  `((k'*a + n'*b + c) mod P) mod (m - BK*BN + 1)`, with `k' = k + offset`,
+  `n' = n + offset + rows` (the reference `RoastMapper`).
+* `"stable_rps"` (Desai & Shrivastava, ICLR 2024): one global memory with
+  RANDOMFOLD `idx(i) = (h(i // m) + i mod m) mod m`; slot loads differ by at
+  most one and `compression=1` is a bijection. Pair it with
+  `rps_gradient_scaling(spec)` in the optimizer (the paper's other fix).
+
+Departures from the reference code (apd10/FakeRoast), all documented:
+signs come from the murmur3 finaliser of the global offset rather than a
+stored random tensor (HashedNet's reference derives them from the same hash
+as the slot, which ties signs to slot parity); the universal hash is computed
+exactly mod P (the reference's int64 `b*x**2` wraps for offsets above ~2**16);
+ROAST tile starts range over `m - BK*BN + 1` values so the last slot is used.
+
+References:
+  Chen et al., "Compressing Neural Networks with the Hashing Trick", ICML 2015.
+  Desai, Zhou & Shrivastava, "Efficient model compression with Random
+  Operation Access Specific Tile (ROAST) hashing", 2022.
+  Desai & Shrivastava, "In defense of parameter sharing for model-compression",
+  ICLR 2024 (arXiv:2310.11611).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from jaxsparse._src import masks as masks_lib
+from jaxsparse._src import rps_mappers as hashing
+
+MAPPERS = ("hashednet", "roast", "stable_rps")
+MASK_COSTS = ("none", "bitmap", "index")
+
+
+class RPSMemory(NamedTuple):
+  """Trainable state of a parameter-sharing model (`jaxsparse.rps_init`)."""
+
+  shared: jax.Array  # shape=(m,), float32: the hashed memory.
+  dense: Any  # like params: uncompressed leaves as is, None where compressed.
+
+
+@dataclasses.dataclass(frozen=True)
+class RPSLeaf:
+  """Static description of one compressed leaf."""
+
+  path: str
+  shape: tuple[int, ...]
+  dtype: np.dtype
+  offset: int  # global offset of the leaf's first entry
+  scale: float  # lambda_l: std(original leaf) / init_scale
+  segment: int = 0  # HashedNet: start of the leaf's memory segment
+  segment_size: int = 0  # HashedNet: the segment's length K_l
+
+  @property
+  def size(self) -> int:
+    return math.prod(self.shape)
+
+  @property
+  def matrix(self) -> tuple[int, int]:
+    """The 2-D view tiled by ROAST: (fan-in, fan-out)."""
+    return math.prod(self.shape[:-1]), self.shape[-1]
+
+
+def _round_count(fraction: float, n: int) -> int:
+  return max(1, int(math.floor(fraction * n + 0.5)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RPSSpec:
+  """Static (hashable) description of an RPS model; `expand` is pure.
+
+  Holds no arrays: indices are recomputed inside `expand` from iotas and
+  per-tile / per-chunk tables of at most `n / min(m, BK*BN)` entries.
+  """
+
+  mapper: str
+  treedef: Any
+  leaves: tuple[RPSLeaf | None, ...]  # per params leaf; None = pass-through
+  memory_size: int  # m: floats in `memory.shared`
+  n_compressed: int  # n: weights materialised from the memory
+  tile: tuple[int, int]  # (BK, BN), used by "roast"
+  coeffs: tuple[int, int, int]  # (a, b, c) of the universal hash
+  sign_seed: int  # uint32 seed of the ±1 signs
+
+  @property
+  def compression(self) -> float:
+    """Stored floats / original floats over the compressed leaves."""
+    return self.memory_size / self.n_compressed
+
+  @property
+  def compressed(self) -> tuple[RPSLeaf, ...]:
+    return tuple(x for x in self.leaves if x is not None)
+
+  # --- host-side tables (Python ints, exact) ------------------------------
+  @functools.cache  # noqa: B019 (the spec is frozen and hashable)
+  def _fold_shifts(self) -> np.ndarray:
+    """RANDOMFOLD: h(c) for every chunk c of m consecutive offsets."""
+    chunks = -(-self.n_compressed // self.memory_size)
+    return hashing.uhash_np(np.arange(chunks), self.coeffs, self.memory_size)
+
+  @functools.cache  # noqa: B019
+  def tile_starts(self, leaf: RPSLeaf) -> np.ndarray:
+    """ROAST: start slot of each tile, shape (tiles_k, tiles_n), int64."""
+    bk, bn = self.tile
+    rows, cols = leaf.matrix
+    k = np.arange(-(-rows // bk), dtype=np.int64)[:, None] + leaf.offset
+    n = np.arange(-(-cols // bn), dtype=np.int64)[None, :] + (
+        leaf.offset + rows)
+    a, b, c = self.coeffs
+    h = ((a * (k % hashing.P)) % hashing.P
+         + (b * (n % hashing.P)) % hashing.P + c) % hashing.P
+    return h % (self.memory_size - bk * bn + 1)
+
+  def slot_index(self, leaf: RPSLeaf) -> np.ndarray:
+    """The slot of every entry of `leaf` (NumPy, leaf-shaped, int64).
+
+    For inspection and tests; `expand` never builds this array.
+    """
+    n, m = leaf.size, self.memory_size
+    i = np.arange(n, dtype=np.int64) + leaf.offset
+    if self.mapper == "hashednet":
+      idx = leaf.segment + hashing.uhash_np(i, self.coeffs, leaf.segment_size)
+      return idx.reshape(leaf.shape)
+    if self.mapper == "stable_rps":
+      idx = (self._fold_shifts()[i // m] + i % m) % m
+      return idx.reshape(leaf.shape)
+    bk, bn = self.tile
+    rows, cols = leaf.matrix
+    starts = self.tile_starts(leaf)
+    r = np.arange(rows)[:, None]
+    q = np.arange(cols)[None, :]
+    idx = starts[r // bk, q // bn] + (r % bk) * bn + q % bn
+    return idx.reshape(leaf.shape)
+
+  def signs(self, leaf: RPSLeaf) -> np.ndarray:
+    """The ±1 sign of every entry of `leaf` (NumPy, leaf-shaped)."""
+    i = np.arange(leaf.size, dtype=np.int64) + leaf.offset
+    return hashing.signs_np(i, self.sign_seed).reshape(leaf.shape)
+
+  # --- expand --------------------------------------------------------------
+  def _gather(self, shared: jax.Array, leaf: RPSLeaf) -> jax.Array:
+    """Unsigned, unscaled memory values of `leaf` (float32, leaf-shaped)."""
+    if self.mapper == "hashednet":
+      i = lax.iota(jnp.uint32, leaf.size) + jnp.uint32(leaf.offset)
+      idx = hashing.uhash_jnp(i, self.coeffs, leaf.segment_size)
+      idx = idx + jnp.uint32(leaf.segment)  # unsigned: no negative wrap
+      vals = shared.at[idx].get(mode="promise_in_bounds")
+      return vals.reshape(leaf.shape)
+    bk, bn = self.tile
+    rows, cols = leaf.matrix
+    starts = self.tile_starts(leaf)
+    tk, tn = starts.shape
+    blocks = _windows(shared, starts.reshape(-1), bk * bn)
+    w = blocks.reshape(tk, tn, bk, bn).transpose(0, 2, 1, 3)
+    w = w.reshape(tk * bk, tn * bn)[:rows, :cols]
+    return w.reshape(leaf.shape)
+
+  def _mapped(self, shared: jax.Array) -> list[jax.Array]:
+    """`M[idx(i)]` for every compressed leaf (no sign, no scale; float32)."""
+    if self.mapper != "stable_rps":
+      return [self._gather(shared, leaf) for leaf in self.compressed]
+    # RANDOMFOLD over all compressed leaves at once: chunk c of m offsets is
+    # the window of `concat(M, M[:m-1])` starting at h(c) (one windowed
+    # gather, whose transpose is one windowed scatter-add), then the flat
+    # vector is split into leaves.
+    m = self.memory_size
+    doubled = jnp.concatenate([shared, shared[:m - 1]])
+    flat = _windows(doubled, self._fold_shifts(), m).reshape(-1)
+    return [lax.slice_in_dim(flat, x.offset, x.offset + x.size).reshape(
+        x.shape) for x in self.compressed]
+
+  def expand_compressed(self, shared: jax.Array) -> list[jax.Array]:
+    """The compressed leaves (float32), in tree order, from the memory."""
+    return [
+        w * hashing.signed_scale_jnp(
+            leaf.offset, leaf.shape, self.sign_seed, leaf.scale)
+        for w, leaf in zip(self._mapped(shared), self.compressed, strict=True)]
+
+  def expand(self, memory: RPSMemory) -> Any:
+    """Full-shape params from `memory` (pure; use inside the loss).
+
+    Args:
+      memory: an `RPSMemory` built by `rps_init` (or `project`).
+
+    Returns:
+      A pytree like the original params.
+    """
+    _check_memory(self, memory)
+    dense = self.treedef.flatten_up_to(memory.dense)
+    values = iter(self.expand_compressed(memory.shared))
+    out = [d if leaf is None else next(values).astype(leaf.dtype)
+           for leaf, d in zip(self.leaves, dense, strict=True)]
+    return jax.tree.unflatten(self.treedef, out)
+
+  __call__ = expand
+
+  # --- slot statistics and projection -------------------------------------
+  def _transpose(self, cotangents: list[jax.Array]) -> jax.Array:
+    """Adjoint of `_mapped`: slot j gets the sum of cot_i over i -> j."""
+    zero = jnp.zeros((self.memory_size,), jnp.float32)
+    _, vjp = jax.vjp(self._mapped, zero)
+    return vjp(cotangents)[0]
+
+  def slot_stats(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per slot j: load c_j, sum_{i->j} lambda_i and sum_{i->j} lambda_i**2."""
+    t = jax.jit(self._transpose)
+    full = lambda v: [jnp.full(x.shape, v(x), jnp.float32)
+                      for x in self.compressed]
+    load = t(full(lambda x: 1.0))
+    sum_scale = t(full(lambda x: x.scale))
+    sum_scale_sq = t(full(lambda x: x.scale**2))
+    return load, sum_scale, sum_scale_sq
+
+  def project(self, params: Any) -> RPSMemory:
+    """The memory whose expansion is closest to `params` (least squares).
+
+    Slot j gets `sum_{i->j} lambda_i xi_i W_i / sum_{i->j} lambda_i**2`; for a
+    bijection (`stable_rps` at compression 1) `expand(project(p)) == p` up
+    to float rounding. Uncompressed leaves are copied.
+    """
+    flat = self.treedef.flatten_up_to(params)
+    comp = [
+        jnp.asarray(masks_lib._leaf_value(p), jnp.float32)  # pylint: disable=protected-access
+        * hashing.signed_scale_jnp(
+            leaf.offset, leaf.shape, self.sign_seed, leaf.scale)
+        for leaf, p in zip(self.leaves, flat, strict=True)
+        if leaf is not None]
+    num = jax.jit(self._transpose)(comp)  # sum_{i->j} lambda_i xi_i W_i
+    _, _, den = self.slot_stats()
+    shared = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+    dense = jax.tree.unflatten(self.treedef, [
+        p if leaf is None else None
+        for leaf, p in zip(self.leaves, flat, strict=True)])
+    return RPSMemory(shared=shared, dense=dense)
+
+
+def _windows(mem: jax.Array, starts: np.ndarray, size: int) -> jax.Array:
+  """Rows `mem[s:s+size]` for each static start: a windowed gather."""
+  starts = jnp.asarray(np.asarray(starts, np.int32))
+  return jax.vmap(lambda s: lax.dynamic_slice_in_dim(mem, s, size))(starts)
+
+
+def _check_memory(spec: RPSSpec, memory: Any) -> None:
+  if not isinstance(memory, RPSMemory):
+    raise TypeError(
+        "expand() takes the RPSMemory returned by rps_init, got "
+        f"{type(memory).__name__}.")
+  if jnp.shape(memory.shared) != (spec.memory_size,):
+    raise ValueError(
+        f"memory.shared has shape {jnp.shape(memory.shared)}, expected "
+        f"({spec.memory_size},).")
+
+
+def _check_compression(compression: float) -> float:
+  try:
+    c = float(compression)
+  except (TypeError, ValueError) as e:
+    raise TypeError(
+        f"`compression` must be a number, got {compression!r}.") from e
+  if not 0.0 < c <= 1.0:
+    raise ValueError(
+        "`compression` (stored floats / original floats) must be in (0, 1], "
+        f"got {compression!r}.")
+  return c
+
+
+def _leaf_std(leaf: Any, shape: tuple[int, ...]) -> float:
+  """std of an initialised leaf; 1/sqrt(fan_in) for shapes or constants."""
+  fallback = 1.0 / math.sqrt(max(1, math.prod(shape[:-1])))
+  if isinstance(leaf, jax.ShapeDtypeStruct) or not hasattr(leaf, "dtype"):
+    return fallback
+  std = float(np.std(np.asarray(leaf, np.float64)))
+  return std if std > 0.0 and math.isfinite(std) else fallback
+
+
+def rps_init(
+    params: Any,
+    compression: float,
+    *,
+    mapper: str = "stable_rps",
+    seed: int = 0,
+    key: jax.Array | None = None,
+    tile: tuple[int, int] = (32, 32),
+    filter_fn: masks_lib.FilterFn = masks_lib.is_kernel,
+    init_scale: float = 0.04,
+    init: str = "uniform",
+) -> tuple[RPSMemory, RPSSpec]:
+  """Replaces the selected leaves of `params` by one hashed memory.
+
+  Args:
+    params: initialised params (their std sets each leaf's scale) or a tree
+      of `jax.ShapeDtypeStruct` (scale from std = 1/sqrt(fan_in)).
+    compression: memory floats / compressed floats, in (0, 1]. The memory
+      holds `round(compression * n)` floats (per leaf for "hashednet").
+    mapper: "hashednet", "roast" or "stable_rps".
+    seed: seeds the hashes, the signs and (without `key`) the memory.
+    key: optional PRNG key for the memory's initial values.
+    tile: (BK, BN) block of "roast" over the (fan-in, fan-out) view.
+    filter_fn: `(path, leaf) -> bool` choosing compressed leaves; default
+      floating leaves with ndim >= 2 (Dense/Conv kernels).
+    init_scale: the memory is drawn in [-init_scale, init_scale] and leaf l
+      is scaled by `lambda_l = std_l / init_scale` (reference: 0.04).
+    init: "uniform" (U(-s, s), the paper) or "normal" (N(0, s**2), what the
+      reference's global ROAST code draws; expanded std then matches std_l).
+
+  Returns:
+    `(memory, spec)`: the trainable `RPSMemory` and the static `RPSSpec`;
+    `spec.expand(memory)` gives params.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, jaxsparse
+    >>> params = {"w": jnp.ones((64, 32)) * 0.1, "b": jnp.zeros(32)}
+    >>> memory, spec = jaxsparse.rps_init(params, 0.25, seed=0)
+    >>> memory.shared.shape, memory.dense["b"].shape
+    ((512,), (32,))
+    >>> tx = optax.chain(jaxsparse.rps_gradient_scaling(spec), optax.sgd(0.1))
+    >>> state = tx.init(memory)
+    >>> loss = lambda mem: jnp.sum(spec.expand(mem)["w"] ** 2)
+    >>> updates, state = tx.update(jax.grad(loss)(memory), state)
+    >>> memory = optax.apply_updates(memory, updates)
+
+  Raises:
+    ValueError: compression outside (0, 1], unknown mapper, nothing to
+      compress, a leaf smaller than one ROAST tile or a memory smaller than
+      one tile.
+  """
+  c = _check_compression(compression)
+  if mapper not in MAPPERS:
+    raise ValueError(f"`mapper` must be one of {MAPPERS}, got {mapper!r}.")
+  if init not in ("uniform", "normal"):
+    raise ValueError(f"`init` must be 'uniform' or 'normal', got {init!r}.")
+  if not init_scale > 0:
+    raise ValueError(f"`init_scale` must be > 0, got {init_scale!r}.")
+  bk, bn = (int(t) for t in tile)
+  if bk < 1 or bn < 1:
+    raise ValueError(f"`tile` must be two positive ints, got {tile!r}.")
+  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  sel = masks_lib.select(params, filter_fn)
+  sel = treedef.flatten_up_to(sel)
+  leaves: list[RPSLeaf | None] = []
+  offset = segment = 0
+  for (path, p), s in zip(flat, sel, strict=True):
+    if s is None:
+      leaves.append(None)
+      continue
+    value = masks_lib._leaf_value(p)  # pylint: disable=protected-access
+    shape = tuple(int(d) for d in jnp.shape(value))
+    name = masks_lib.path_str(path)
+    size = math.prod(shape)
+    if mapper == "roast" and size < bk * bn:
+      raise ValueError(
+          f"leaf '{name}' has {size} weights, fewer than one {bk}x{bn} ROAST "
+          "tile; use a smaller `tile` or leave it out with `filter_fn`.")
+    k = _round_count(c, size) if mapper == "hashednet" else 0
+    leaves.append(RPSLeaf(
+        path=name, shape=shape, dtype=np.dtype(value.dtype), offset=offset,
+        scale=_leaf_std(value, shape) / init_scale, segment=segment,
+        segment_size=k))
+    offset += size
+    segment += k
+  n = offset
+  if n == 0:
+    raise ValueError("`filter_fn` selected no leaf to compress.")
+  if n >= 2**31:
+    raise ValueError(f"{n} compressed weights: at most 2**31 - 1 supported.")
+  m = segment if mapper == "hashednet" else _round_count(c, n)
+  if mapper == "roast" and m < bk * bn:
+    raise ValueError(
+        f"a memory of {m} floats (compression {c} of {n}) is smaller than one "
+        f"{bk}x{bn} ROAST tile; use a smaller `tile` or a larger compression.")
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x525053]))
+  coeffs = hashing.hash_coefficients(rng)
+  sign_seed = int(rng.integers(0, 2**32, dtype=np.uint64))
+  spec = RPSSpec(
+      mapper=mapper, treedef=treedef, leaves=tuple(leaves), memory_size=m,
+      n_compressed=n, tile=(bk, bn), coeffs=coeffs, sign_seed=sign_seed)
+  key = jax.random.PRNGKey(seed) if key is None else key
+  if init == "uniform":
+    shared = jax.random.uniform(
+        key, (m,), jnp.float32, -1.0, 1.0) * init_scale
+  else:
+    shared = jax.random.normal(key, (m,), jnp.float32) * init_scale
+  dense = jax.tree.unflatten(treedef, [
+      p if leaf is None else None
+      for leaf, (_, p) in zip(leaves, flat, strict=True)])
+  return RPSMemory(shared=shared, dense=dense), spec
+
+
+class RPSGradientScalingState(NamedTuple):
+  """State of `jaxsparse.rps_gradient_scaling`."""
+
+  scaler: jax.Array  # shape=(m,), float32: slot j's gradient is divided by it.
+
+
+def rps_gradient_scaling(
+    spec: RPSSpec,
+    mode: str = "v1",
+    eps: float = 1e-6,
+) -> optax.GradientTransformation:
+  """STABLE-RPS gradient scaling of the shared memory (before the optimizer).
+
+  Divides the gradient of slot j by `eps + s_j`, with `s_j` the slot's
+  `(sum_{i->j} lambda_i)**2 / c_j` ("v1", the reference default; `c_j` is the
+  slot's load) or `sum_{i->j} lambda_i**2` ("v5", the paper's theory; the
+  reference's "v5" branch actually returns the square root). The two agree
+  when every weight of a slot has the same scale. With SGD the trained
+  function is then independent of the memory's init scale, and at
+  compression 1 with RANDOMFOLD it follows dense SGD. Dense (pass-through)
+  leaves are untouched.
+
+  Use as `optax.chain(rps_gradient_scaling(spec), optax.sgd(lr))`; `init` and
+  `update` take `RPSMemory` trees.
+
+  References:
+    Desai & Shrivastava, "In defense of parameter sharing for
+    model-compression", ICLR 2024.
+  """
+  if mode not in ("v1", "v5"):
+    raise ValueError(f"`mode` must be 'v1' or 'v5', got {mode!r}.")
+
+  def init_fn(params):
+    _check_memory(spec, params)
+    load, s1, s2 = spec.slot_stats()
+    if mode == "v1":
+      s = jnp.where(load > 0, s1 * s1 / jnp.where(load > 0, load, 1.0), 0.0)
+    else:
+      s = s2
+    return RPSGradientScalingState(scaler=(eps + s).astype(jnp.float32))
+
+  def update_fn(updates, state, params=None):
+    del params
+    if not isinstance(updates, RPSMemory):
+      raise TypeError(
+          "rps_gradient_scaling expects RPSMemory updates, got "
+          f"{type(updates).__name__}.")
+    shared = updates.shared / state.scaler.astype(updates.shared.dtype)
+    return updates._replace(shared=shared), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+class MemoryBudget(NamedTuple):
+  """A budget of stored floats, as an RPS compression and a pruning sparsity.
+
+  Counts the compressible leaves only (the filter's); pass-through leaves
+  (biases, norms) are stored densely by both and reported in `dense_floats`.
+  """
+
+  budget: float  # stored floats for the compressible leaves
+  n_weights: int  # compressible weights
+  compression: float  # RPS: rps_init(..., compression) stores `budget` floats
+  sparsity: float  # pruning: 1 - nonzeros / n_weights
+  nonzeros: int  # non-zeros kept by pruning
+  mask_floats: float  # pruning's mask cost, in float32 units
+  dense_floats: int  # uncompressed leaves (same for both)
+
+
+def memory_budget(
+    params: Any,
+    budget: float,
+    *,
+    mask_cost: str = "bitmap",
+    filter_fn: masks_lib.FilterFn = masks_lib.is_kernel,
+) -> MemoryBudget:
+  """The RPS compression and the pruning sparsity storing `budget` floats.
+
+  Pruning stores the non-zeros plus a mask cost, in units of float32:
+
+  * "none": non-zeros only (the convention of pruning papers' compression
+    ratios; favours pruning).
+  * "bitmap": non-zeros + 1 bit per weight (n/32 floats).
+  * "index": non-zeros + one 32-bit index per non-zero (COO).
+
+  Args:
+    params: params (or a tree of `jax.ShapeDtypeStruct`).
+    budget: stored floats for the leaves chosen by `filter_fn`.
+    mask_cost: "none", "bitmap" or "index".
+    filter_fn: the leaves that are compressed / pruned.
+
+  Returns:
+    A `MemoryBudget`; use `compression` with `rps_init` and `sparsity` with
+    `prune`.
+
+  Raises:
+    ValueError: a budget above the weights, or one that pruning cannot meet
+      (e.g. below the bitmap's own size).
+  """
+  if mask_cost not in MASK_COSTS:
+    raise ValueError(
+        f"`mask_cost` must be one of {MASK_COSTS}, got {mask_cost!r}.")
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  sel = jax.tree_util.tree_structure(params).flatten_up_to(
+      masks_lib.select(params, filter_fn))
+  n = dense = 0
+  for (_, p), s in zip(flat, sel, strict=True):
+    size = math.prod(jnp.shape(masks_lib._leaf_value(p)))  # pylint: disable=protected-access
+    if s is None:
+      dense += size
+    else:
+      n += size
+  budget = float(budget)
+  if n == 0:
+    raise ValueError("`filter_fn` selected no leaf.")
+  if not 0 < budget <= n:
+    raise ValueError(
+        f"`budget` must be in (0, {n}] floats (the compressible weights), got "
+        f"{budget!r}.")
+  if mask_cost == "none":
+    mask, nnz = 0.0, budget
+  elif mask_cost == "bitmap":
+    mask = n / 32.0
+    nnz = budget - mask
+  else:
+    nnz = budget / 2.0
+  nnz = int(math.floor(min(nnz, n)))
+  if mask_cost == "index":
+    mask = float(nnz)
+  if nnz < 1:
+    raise ValueError(
+        f"a budget of {budget:g} floats cannot hold a pruned model with "
+        f"mask_cost={mask_cost!r} (mask alone: {n / 32.0:g} floats).")
+  return MemoryBudget(
+      budget=budget, n_weights=n, compression=budget / n,
+      sparsity=1.0 - nnz / n, nonzeros=nnz, mask_floats=mask,
+      dense_floats=dense)
