@@ -288,7 +288,7 @@ def test_grasp_hessian_vector_product_matches_finite_differences():
     grad = jax.jit(jax.grad(loss))
     g = grad(params)
     # The tangent covers the prunable weights only (kernels).
-    g = jax.tree_util.tree_map_with_path(
+    g = jax.tree.map_with_path(
         lambda path, v: v if path[-1].key == "kernel" else 0 * v, g)
     eps = 1e-4
     plus = grad(jax.tree.map(lambda a, b: a + eps * b, params, g))

@@ -86,7 +86,7 @@ def select(params: Params, filter_fn: FilterFn = is_kernel) -> Masks:
           f"dtype is {value.dtype}; only floating leaves can be pruned."
       )
     return True
-  return jax.tree_util.tree_map_with_path(pick, params)
+  return jax.tree.map_with_path(pick, params)
 
 
 def ones_masks(params: Params, filter_fn: FilterFn = is_kernel) -> Masks:
