@@ -17,6 +17,29 @@ from jaxsparse._src.masks import is_kernel
 from jaxsparse._src.masks import ones_masks
 from jaxsparse._src.masks import sparsity
 from jaxsparse._src.masks import unwrap
+from jaxsparse._src.pai import masks_from_scores
+from jaxsparse._src.pai import snip_scores
+from jaxsparse._src.pai import grasp_scores
+from jaxsparse._src.pai import synflow_scores
+from jaxsparse._src.pai import synflow_masks
+from jaxsparse._src.pai import synflow_pruner
+from jaxsparse._src.pai import synflow_density
+from jaxsparse._src.pai import synaptic_flow
+from jaxsparse._src.pai import nnx_apply_fn
+from jaxsparse._src.pai import class_balanced_batch
+from jaxsparse._src.pqi import pq_index
+from jaxsparse._src.pqi import pq_index_neurons
+from jaxsparse._src.pqi import pq_index_tree
+from jaxsparse._src.pqi import sap_counts
+from jaxsparse._src.pqi import sap_stats
+from jaxsparse._src.pqi import sap_prune
+from jaxsparse._src.pqi import run_sap
+from jaxsparse._src.lottery import rewind
+from jaxsparse._src.lottery import imp_prune
+from jaxsparse._src.lottery import imp_prune_count
+from jaxsparse._src.lottery import imp_remaining
+from jaxsparse._src.lottery import imp_num_rounds
+from jaxsparse._src.lottery import run_imp
 from jaxsparse._src.prune import PruneState
 from jaxsparse._src.prune import compute_masks
 from jaxsparse._src.prune import prune
@@ -43,6 +66,29 @@ from jaxsparse._src.threshold import sortable_key
 __version__ = "0.1.0"
 
 __all__ = (
+    "masks_from_scores",
+    "snip_scores",
+    "grasp_scores",
+    "synflow_scores",
+    "synflow_masks",
+    "synflow_pruner",
+    "synflow_density",
+    "synaptic_flow",
+    "nnx_apply_fn",
+    "class_balanced_batch",
+    "pq_index",
+    "pq_index_neurons",
+    "pq_index_tree",
+    "sap_counts",
+    "sap_stats",
+    "sap_prune",
+    "run_sap",
+    "rewind",
+    "imp_prune",
+    "imp_prune_count",
+    "imp_remaining",
+    "imp_num_rounds",
+    "run_imp",
     "Allocation", "PruneState", "PruningSchedule", "ScoreFn", "Structure",
     "Summary", "apply_masks", "block", "channel", "check_masks",
     "compute_masks", "constant", "count_for", "custom", "er", "erk",

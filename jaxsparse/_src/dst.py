@@ -1,0 +1,360 @@
+"""Dynamic sparse training: SET and RigL as an optax wrapper.
+
+`dst(method, sparsity, optimizer=opt, end_step=...)` wraps an optax
+optimizer. It starts from random masks (exact per-layer counts from the
+allocation, e.g. `erk()`), keeps the pruned weights at exactly 0.0 after
+every `optax.apply_updates`, and every `update_every` steps moves a
+cosine-decaying fraction of each layer's connections: it drops the smallest
+|w| and grows as many new ones, at random (SET) or where the dense gradient
+is largest (RigL). Per-layer non-zero counts are conserved.
+
+Dense gradients for RigL. Pruned weights are exactly 0, so the ordinary
+forward pass on `params` *is* the masked forward, and `jax.grad` of the
+loss w.r.t. `params` is the dense gradient dL/d(m * theta), non-zero at
+pruned entries too: pass it to `update` unchanged. (Do not wrap params in
+`apply_masks` inside the loss: `where(m, p, 0)` has zero gradient at pruned
+entries. If the params may not be exactly sparse, e.g. right after
+`init`, use `jaxsparse.straight_through(params, masks)`, whose gradient is
+the dense one.) Right after `tx.init(params)`, set
+`params = jaxsparse.apply_masks(params, jaxsparse.get_masks(state))`.
+
+References:
+  Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020
+  (google-research/rigl, `sparse_optimizers.py`).
+  Mocanu et al., "Scalable training of artificial neural networks with
+  adaptive sparse connectivity inspired by network science", Nature
+  Communications 2018 (SET).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from jaxsparse._src import allocation as alloc_lib
+from jaxsparse._src import masks as masks_lib
+from jaxsparse._src import prune as prune_lib
+from jaxsparse._src import schedules as sched_lib
+from jaxsparse._src import scores as scores_lib
+from jaxsparse._src import structures as struct_lib
+from jaxsparse._src import threshold
+
+_is_none = masks_lib._is_none  # pylint: disable=protected-access
+
+DropFractionFn = Callable[[jax.Array], jax.Array]  # step -> float32
+
+
+class DSTState(NamedTuple):
+  """State of `jaxsparse.dst` (SET / RigL)."""
+
+  count: jax.Array  # shape=(), int32: steps taken.
+  masks: Any  # like params: bool arrays, None for dense leaves.
+  key: jax.Array  # shape=(2,), uint32: PRNG key (drop noise, SET growth).
+  inner_state: Any  # state of the wrapped optimizer.
+
+
+def cosine_drop_fraction(alpha: float, end_step: int) -> DropFractionFn:
+  """f(t) = alpha / 2 * (1 + cos(pi * min(t, T_end) / T_end)).
+
+  f(0) = alpha and f(T_end) = 0 (RigL's `cosine_decay` of the drop
+  fraction, on the global step).
+  """
+  if end_step <= 0:
+    raise ValueError(f"`end_step` must be positive, got {end_step}.")
+
+  def fn(step):
+    t = jnp.minimum(jnp.asarray(step, jnp.float32), float(end_step))
+    return (0.5 * alpha * (1.0 + jnp.cos(math.pi * t / end_step))).astype(
+        jnp.float32)
+  return fn
+
+
+def constant_drop_fraction(alpha: float) -> DropFractionFn:
+  """f(t) = alpha."""
+  return lambda step: jnp.full((), alpha, jnp.float32)
+
+
+def mask_hamming(old: Any, new: Any) -> Any:
+  """Per-layer number of mask entries that differ (int32; None if dense).
+
+  Between the initial and the current masks this is the Sparse
+  Architecture Divergence of Zhou et al. (2021); between two consecutive
+  updates it is twice the number of connections that moved.
+  """
+  return jax.tree.map(
+      lambda a, b: None if a is None else jnp.sum(
+          jnp.asarray(a, bool) != jnp.asarray(b, bool), dtype=jnp.int32),
+      old, new, is_leaf=_is_none)
+
+
+def _hash_uniform(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Uniform [0, 1) floats from a counter hash of (seed, position).
+
+  A murmur3-style finalizer of `index * golden + seed`: one fused
+  elementwise pass, far cheaper on CPU than threefry for a tie-breaker.
+  """
+  n = math.prod(shape)
+  h = lax.iota(jnp.uint32, n) * jnp.uint32(0x9E3779B1) + seed
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x85EBCA6B)
+  h = h ^ (h >> 13)
+  h = h * jnp.uint32(0xC2B2AE35)
+  h = h ^ (h >> 16)
+  return ((h >> 8).astype(jnp.float32) * (2.0**-24)).reshape(shape)
+
+
+def _drop_grow(params, grads, masks, frac, key, *, method, noise_std):
+  """New masks: per layer, drop n_prune active entries, grow n_prune."""
+  flat_m, treedef = jax.tree.flatten(masks, is_leaf=_is_none)
+  flat_p = treedef.flatten_up_to(params)
+  flat_g = None if grads is None else treedef.flatten_up_to(grads)
+  idx = [i for i, m in enumerate(flat_m) if m is not None]
+  if not idx:
+    return masks
+  seeds = jax.random.bits(key, (2, len(idx)), jnp.uint32)
+  frac = jnp.asarray(frac, jnp.float32)
+  drop_keys, drop_ks, n_prunes = [], [], []
+  for j, i in enumerate(idx):
+    m, p = flat_m[i], flat_p[i]
+    n_active = jnp.sum(m, dtype=jnp.int32)
+    n_prune = jnp.floor(n_active.astype(jnp.float32) * frac).astype(jnp.int32)
+    n_prune = jnp.clip(n_prune, 0, n_active)
+    score = jnp.abs(p).astype(jnp.float32)
+    if noise_std:
+      # Uniform noise with standard deviation noise_std (tie-breaking).
+      u = _hash_uniform(seeds[0, j], m.shape)
+      score = score + (noise_std * math.sqrt(12.0)) * (u - 0.5)
+    drop_keys.append(threshold.sortable_key(jnp.where(m, score, -jnp.inf)))
+    # Prune all inactive entries and n_prune active ones: keep the top
+    # n_active - n_prune of the active entries.
+    drop_ks.append(m.size - n_active + n_prune)
+    n_prunes.append(n_prune)
+  kept = threshold.smallest_k_per_leaf(drop_keys, jnp.stack(drop_ks))
+  grow_keys, grow_ks = [], []
+  for j, i in enumerate(idx):
+    m = flat_m[i]
+    if method == "rigl":
+      score = jnp.abs(flat_g[i]).astype(jnp.float32)
+    else:
+      score = _hash_uniform(seeds[1, j], m.shape)
+    grow_keys.append(threshold.sortable_key(
+        jnp.where(kept[j], -jnp.inf, score)))
+    grow_ks.append(m.size - n_prunes[j])
+  grown = threshold.smallest_k_per_leaf(grow_keys, jnp.stack(grow_ks))
+  new = list(flat_m)
+  for j, i in enumerate(idx):
+    new[i] = kept[j] | grown[j]
+  return jax.tree.unflatten(treedef, new)
+
+
+def _both(old, new):
+  """Entries active before and after a mask update (None if dense)."""
+  return jax.tree.map(
+      lambda a, b: None if a is None else a & b, old, new, is_leaf=_is_none)
+
+
+def _project(masks, out, params):
+  """Updates that land every entry outside `masks` on exactly 0.0."""
+  # p + (-p) == 0 exactly in IEEE floats.
+  return jax.tree.map(
+      lambda m, u, p: u if m is None else jnp.where(m, u, -p),
+      masks, out, params, is_leaf=_is_none)
+
+
+def _zero_slots(inner, inner_state, keep):
+  """Zeroes the optimizer's param-shaped slots outside `keep`."""
+  def fn(s, m):
+    if m is None or not hasattr(s, "shape") or jnp.shape(s) != m.shape:
+      return s
+    return jnp.where(m, s, jnp.zeros((), s.dtype))
+  return optax.tree_utils.tree_map_params(inner, fn, inner_state, keep)
+
+
+def dst(
+    method: str,
+    sparsity: float | None,
+    *,
+    optimizer: optax.GradientTransformation,
+    end_step: int,
+    allocation: alloc_lib.Allocation | None = None,
+    drop_fraction: float = 0.3,
+    drop_fraction_fn: str | DropFractionFn = "cosine",
+    update_every: int = 100,
+    begin_step: int = 0,
+    filter_fn: masks_lib.FilterFn = masks_lib.is_kernel,
+    initial_masks: Any = None,
+    noise_std: float = 1e-5,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+  """Dynamic sparse training (SET or RigL) wrapping an optax optimizer.
+
+  Masks update at steps t with `begin_step <= t <= end_step` and
+  `(t - begin_step) % update_every == 0`. At an update, each layer with
+  n_active connections:
+
+  1. drops n_prune = floor(n_active * f(t)) of them, those with the
+     smallest |w| + noise (inactive entries are never kept); the
+     tie-breaking noise is uniform with standard deviation `noise_std`;
+  2. grows n_prune among the entries not kept (just-dropped ones included),
+     with the largest |dense gradient| of the current batch (RigL) or at
+     random (SET);
+  3. sets grown weights to exactly 0 (a weight dropped and regrown keeps its
+     value) and zeroes the wrapped optimizer's param-shaped slots (moments,
+     traces, ...) at grown and dropped entries, via
+     `optax.tree_utils.tree_map_params`: any optax optimizer works.
+
+  RigL: on an update step the mask update replaces the optimizer step (the
+  gradients are used to grow, params change only by drop/grow, and the
+  inner state is not advanced). SET: the optimizer step is applied first,
+  then the mask is updated from the new weights. On other steps, gradients
+  of pruned entries are zeroed before the optimizer, and the output is
+  projected so that pruned weights stay exactly 0.
+
+  Args:
+    method: `"rigl"` or `"set"`.
+    sparsity: target sparsity of the random initial masks (exact counts per
+      layer from `allocation`); may be None when `initial_masks` is given.
+    optimizer: the optax optimizer to wrap.
+    end_step: T_end: last step with a mask update; the cosine drop fraction
+      reaches 0 there (RigL uses about 75% of training).
+    allocation: per-layer spread of `sparsity` (default `uniform()`; RigL
+      uses `erk()`).
+    drop_fraction: alpha, the initial drop fraction.
+    drop_fraction_fn: `"cosine"` (default), `"constant"`, or a callable
+      `step -> fraction`.
+    update_every: Delta T, steps between mask updates.
+    begin_step: first step with a mask update.
+    filter_fn: `(path, leaf) -> bool` choosing sparse leaves (kernels).
+    initial_masks: optional masks (pytree like params, None for dense
+      leaves) to start from instead of random ones.
+    noise_std: standard deviation of the tie-breaking noise added to drop
+      scores (uniform, from a counter hash: one fused pass).
+    seed: seed of the initial masks, drop noise and SET growth.
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs` with a `DSTState`; extra
+    keyword arguments of `update` go to the wrapped optimizer.
+
+  References:
+    Evci et al., "Rigging the Lottery: Making All Tickets Winners",
+    ICML 2020.
+    Mocanu et al., "Scalable training of artificial neural networks with
+    adaptive sparse connectivity inspired by network science", 2018.
+  """
+  method = str(method).lower()
+  if method not in ("rigl", "set"):
+    raise ValueError(f"`method` must be 'rigl' or 'set', got {method!r}.")
+  if optimizer is None:
+    raise ValueError("jaxsparse.dst needs an `optimizer` to wrap.")
+  if sparsity is None and initial_masks is None:
+    raise ValueError("give `sparsity` or `initial_masks`.")
+  if sparsity is not None:
+    sparsity = sched_lib.check_sparsity(sparsity)
+  for name, v, lo in (("update_every", update_every, 1),
+                      ("begin_step", begin_step, 0), ("end_step", end_step, 0)):
+    if int(v) != v or v < lo:
+      raise ValueError(f"`{name}` must be an integer >= {lo}, got {v!r}.")
+  if end_step < begin_step:
+    raise ValueError(
+        f"`end_step` ({end_step}) must be >= `begin_step` ({begin_step}).")
+  if not 0.0 <= drop_fraction <= 1.0:
+    raise ValueError(f"`drop_fraction` must be in [0, 1], got {drop_fraction}.")
+  if callable(drop_fraction_fn):
+    frac_fn = drop_fraction_fn
+  elif drop_fraction_fn == "cosine":
+    frac_fn = cosine_drop_fraction(drop_fraction, max(int(end_step), 1))
+  elif drop_fraction_fn == "constant":
+    frac_fn = constant_drop_fraction(drop_fraction)
+  else:
+    raise ValueError(
+        "`drop_fraction_fn` must be 'cosine', 'constant' or a callable, got "
+        f"{drop_fraction_fn!r}.")
+  allocation = alloc_lib.uniform() if allocation is None else allocation
+  inner = optax.with_extra_args_support(optimizer)
+  begin, end, every = int(begin_step), int(end_step), int(update_every)
+
+  @jax.jit
+  def random_masks(params, key):
+    return prune_lib.compute_masks(
+        params, None, masks_lib.ones_masks(params, filter_fn), sparsity, key,
+        score=scores_lib.random, allocation=allocation,
+        structure=struct_lib.unstructured())
+
+  def init_fn(params):
+    params = masks_lib.unwrap(params)  # flax.nnx Variables -> arrays.
+    key, sub = jax.random.split(jax.random.PRNGKey(seed))
+    if initial_masks is not None:
+      masks_lib.check_masks(params, initial_masks, "initial_masks")
+      masks = masks_lib.as_bool_masks(initial_masks)
+    else:
+      masks = random_masks(params, sub)
+    return DSTState(
+        count=jnp.zeros((), jnp.int32), masks=masks, key=key,
+        inner_state=inner.init(params))
+
+  def is_update_step(step):
+    return (step >= begin) & (step <= end) & ((step - begin) % every == 0)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    if params is None:
+      raise ValueError("jaxsparse.dst needs `params` in update().")
+    wrapped = updates
+    updates, params = masks_lib.unwrap(updates), masks_lib.unwrap(params)
+    masks_lib.check_masks(params, state.masks, "masks (in the DST state)")
+    masks = state.masks
+    key, sub = jax.random.split(state.key)
+    upd = is_update_step(state.count)
+    frac = frac_fn(state.count)
+    zero = lambda x: jnp.zeros((), x.dtype)
+    if method == "rigl":
+      # The mask update is the only work inside `lax.cond`; the optimizer
+      # step always runs and is discarded on update steps, so that on other
+      # steps the masking fuses into the optimizer's elementwise update.
+      new_masks = lax.cond(
+          upd,
+          lambda: _drop_grow(params, updates, masks, frac, sub,
+                             method="rigl", noise_std=noise_std),
+          lambda: masks)
+      keep = _both(masks, new_masks)
+      # Slots are zeroed before the optimizer runs (as in `prune`): dropped
+      # and grown entries start from zero moments.
+      inner_in = _zero_slots(inner, state.inner_state, keep)
+      grads = prune_lib._where_mask(keep, updates, zero)  # pylint: disable=protected-access
+      out, inner_state = inner.update(grads, inner_in, params, **extra_args)
+      # Update steps: no optimizer step (its state is not advanced); kept
+      # weights stay, dropped ones go to 0, grown ones start at 0.
+      out = jax.tree.map(
+          lambda u: jnp.where(upd, jnp.zeros((), u.dtype), u), out)
+      inner_state = jax.tree.map(
+          lambda old, new: jnp.where(upd, old, new).astype(new.dtype),
+          inner_in, inner_state)
+    else:
+      inner_in = _zero_slots(inner, state.inner_state, masks)
+      grads = prune_lib._where_mask(masks, updates, zero)  # pylint: disable=protected-access
+      out, inner_state = inner.update(grads, inner_in, params, **extra_args)
+      # SET: the optimizer step first, then the masks move on the new weights.
+      stepped = optax.apply_updates(params, _project(masks, out, params))
+      new_masks = lax.cond(
+          upd,
+          lambda: _drop_grow(stepped, None, masks, frac, sub, method="set",
+                             noise_std=noise_std),
+          lambda: masks)
+      keep = _both(masks, new_masks)
+      inner_state = _zero_slots(inner, inner_state, keep)
+    # Entries not active both before and after land on exactly 0 (grown ones
+    # included); a weight dropped and regrown keeps its value.
+    out = _project(keep, out, params)
+    out = jax.tree.map(
+        lambda w, u: w.replace(u) if masks_lib.is_variable(w) else u,
+        wrapped, out, is_leaf=masks_lib.is_variable)
+    return out, DSTState(
+        count=optax.safe_increment(state.count), masks=new_masks, key=key,
+        inner_state=inner_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
