@@ -18,10 +18,15 @@ of an MLP 64-1024-1024-10 (1,124,352 kernel weights) compressed to
 Biases are stored densely by every method (not counted). Pruning's budget
 counts non-zeros only (`--mask-cost none`, the convention of pruning
 papers; the mask itself would cost 1 bit per weight, 35,136 floats here,
-more than the whole 1e-3 budget). Each method trains the same number of
-steps with the same optimizer (`--optimizer sgd`: momentum 0.9, or `adam`).
-A table (mean ± std over seeds) goes to stdout and `--outdir`
-(`rps_vs_pruning.{json,png}`).
+more than the whole 1e-3 budget). RPS trains `expand(memory)` directly; the
+memory is what is stored. Every method trains the same number of steps
+with the same optimizer (`--optimizer sgd`: momentum 0.9, or `adam`), at
+one lr (`--lr`) or at the lr of `--lr-grid` with the best accuracy on a
+validation split (20 % of the training split, seed 0), chosen per method
+and compression. A table (mean ± std over seeds) goes to stdout; with
+`--outdir`, `rps_vs_pruning_<optimizer>[_tuned].{json,png}` (or `--tag`).
+A full default run (2 seeds, 300 steps) takes ~20 minutes on a busy 2-core
+CPU; `--quick` (1 seed, 60 steps) is a smoke run.
 
 `--overhead-only` times a jitted training step through `spec.expand` for an
 MLP 784-1024-1024-10 (1.86 M weights) at compression 0.1 against the dense

@@ -40,6 +40,14 @@ from jaxsparse._src.lottery import imp_prune_count
 from jaxsparse._src.lottery import imp_remaining
 from jaxsparse._src.lottery import imp_num_rounds
 from jaxsparse._src.lottery import run_imp
+from jaxsparse._src.rps import rps_init
+from jaxsparse._src.rps import rps_gradient_scaling
+from jaxsparse._src.rps import memory_budget
+from jaxsparse._src.rps import RPSMemory
+from jaxsparse._src.rps import RPSSpec
+from jaxsparse._src.rps import RPSLeaf
+from jaxsparse._src.rps import RPSGradientScalingState
+from jaxsparse._src.rps import MemoryBudget
 from jaxsparse._src.prune import PruneState
 from jaxsparse._src.prune import compute_masks
 from jaxsparse._src.prune import prune
@@ -66,6 +74,14 @@ from jaxsparse._src.threshold import sortable_key
 __version__ = "0.1.0"
 
 __all__ = (
+    "rps_init",
+    "rps_gradient_scaling",
+    "memory_budget",
+    "RPSMemory",
+    "RPSSpec",
+    "RPSLeaf",
+    "RPSGradientScalingState",
+    "MemoryBudget",
     "masks_from_scores",
     "snip_scores",
     "grasp_scores",

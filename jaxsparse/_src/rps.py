@@ -58,6 +58,8 @@ from jaxsparse._src import rps_mappers as hashing
 
 MAPPERS = ("hashednet", "roast", "stable_rps")
 MASK_COSTS = ("none", "bitmap", "index")
+_ELEMENT_GATHER = lax.GatherDimensionNumbers(
+    offset_dims=(), collapsed_slice_dims=(0,), start_index_map=(0,))
 
 
 class RPSMemory(NamedTuple):
@@ -171,8 +173,13 @@ class RPSSpec:
     if self.mapper == "hashednet":
       i = lax.iota(jnp.uint32, leaf.size) + jnp.uint32(leaf.offset)
       idx = hashing.uhash_jnp(i, self.coeffs, leaf.segment_size)
-      idx = idx + jnp.uint32(leaf.segment)  # unsigned: no negative wrap
-      vals = shared.at[idx].get(mode="promise_in_bounds")
+      segment = lax.slice_in_dim(
+          shared, leaf.segment, leaf.segment + leaf.segment_size)
+      # A plain gather on unsigned indices: the gradient keeps one uint32
+      # index per weight (no signed copy, no negative-index fix-up).
+      vals = lax.gather(
+          segment, idx[:, None], _ELEMENT_GATHER, (1,),
+          mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
       return vals.reshape(leaf.shape)
     bk, bn = self.tile
     rows, cols = leaf.matrix
