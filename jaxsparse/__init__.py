@@ -48,6 +48,15 @@ from jaxsparse._src.rps import RPSSpec
 from jaxsparse._src.rps import RPSLeaf
 from jaxsparse._src.rps import RPSGradientScalingState
 from jaxsparse._src.rps import MemoryBudget
+from jaxsparse._src.ste import ste_mask
+from jaxsparse._src.ste import ste_masks
+from jaxsparse._src.ste import straight_through
+from jaxsparse._src.ste import SRSTE_LAMBDA
+from jaxsparse._src.dst import dst
+from jaxsparse._src.dst import DSTState
+from jaxsparse._src.dst import cosine_drop_fraction
+from jaxsparse._src.dst import constant_drop_fraction
+from jaxsparse._src.dst import mask_hamming
 from jaxsparse._src.prune import PruneState
 from jaxsparse._src.prune import compute_masks
 from jaxsparse._src.prune import prune
@@ -74,6 +83,15 @@ from jaxsparse._src.threshold import sortable_key
 __version__ = "0.1.0"
 
 __all__ = (
+    "ste_mask",
+    "ste_masks",
+    "straight_through",
+    "SRSTE_LAMBDA",
+    "dst",
+    "DSTState",
+    "cosine_drop_fraction",
+    "constant_drop_fraction",
+    "mask_hamming",
     "rps_init",
     "rps_gradient_scaling",
     "memory_budget",

@@ -58,10 +58,10 @@ def slots(inner_state):
 
 
 @functools.cache
-def config(method):
+def config(method, freeze=True):
   tx = dst_lib.dst(method, 0.75, optimizer=combo(), drop_fraction=ALPHA,
                    update_every=EVERY, begin_step=BEGIN, end_step=END,
-                   seed=3)
+                   freeze_optimizer_on_update=freeze, seed=3)
   return tx, jax.jit(tx.update)
 
 
@@ -220,6 +220,30 @@ def test_rigl_update_matches_numpy_drop_and_grow():
   assert int(new_state.inner_state[1].count) == 2
 
 
+def test_rigl_unfrozen_optimizer_steps_but_params_do_not():
+  tx, update = config("rigl")
+  tx2, update2 = config("rigl", freeze=False)
+  state = tx.init(make_params())
+  state2 = tx2.init(make_params())
+  np.testing.assert_array_equal(kernel_masks(state)["Dense_0"],
+                                kernel_masks(state2)["Dense_0"])
+  state = state._replace(count=jnp.asarray(BEGIN, jnp.int32))
+  state2 = state2._replace(count=jnp.asarray(BEGIN, jnp.int32))
+  params, grads, _ = make_update_inputs(state)
+  u, new = update(grads, state, params)
+  u2, new2 = update2(grads, state2, params)
+  for k in KERNELS:
+    # Same masks and the same params: only drop/grow changed them.
+    np.testing.assert_array_equal(kernel_masks(new)[k], kernel_masks(new2)[k])
+    np.testing.assert_array_equal(u[k]["kernel"], u2[k]["kernel"])
+    kept = kernel_masks(state)[k] & kernel_masks(new2)[k]
+    mu = np.asarray(slots(new2.inner_state)["adam_mu"][k]["kernel"])
+    assert (mu[kept] != 0).all()  # the moments took this step's gradient
+    assert (mu[~kept] == 0).all()
+  assert int(new.inner_state[1].count) == 0
+  assert int(new2.inner_state[1].count) == 1
+
+
 def test_set_optimizer_step_then_random_growth():
   tx, update = config("set")
   state = tx.init(make_params())
@@ -366,3 +390,46 @@ def test_argument_errors():
   state = tx.init({"w": jnp.ones((4, 4))})
   with pytest.raises(ValueError, match="params"):
     tx.update({"w": jnp.ones((4, 4))}, state)
+
+
+def test_flax_nnx_state_params():
+  from flax import nnx
+
+  class MLP(nnx.Module):
+
+    def __init__(self, rngs):
+      self.l1 = nnx.Linear(12, 16, rngs=rngs)
+      self.l2 = nnx.Linear(16, 8, rngs=rngs)
+
+    def __call__(self, x):
+      return self.l2(jax.nn.relu(self.l1(x)))
+
+  graphdef, params, rest = nnx.split(MLP(nnx.Rngs(0)), nnx.Param, ...)
+
+  def loss(p):
+    logits = nnx.merge(graphdef, p, rest)(X)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, Y).mean()
+
+  tx = dst_lib.dst("rigl", 0.5, optimizer=optax.adam(1e-2), end_step=4,
+                   update_every=2)
+  state = tx.init(params)
+  params = masks_lib.apply_masks(params, masks_lib.get_masks(state))
+
+  @jax.jit
+  def step(p, s):
+    u, s = tx.update(jax.grad(loss)(p), s, p)
+    return optax.apply_updates(p, u), s
+
+  moved = 0
+  for _ in range(5):
+    old = masks_lib.get_masks(state)
+    params, state = step(params, state)
+    new = masks_lib.get_masks(state)
+    for name, size in (("l1", 192), ("l2", 128)):
+      m = np.asarray(new[name]["kernel"])
+      assert m.sum() == size // 2
+      w = np.asarray(masks_lib.unwrap(params)[name]["kernel"])
+      assert (w[~m] == 0).all()
+      moved += int((m != np.asarray(old[name]["kernel"])).sum())
+      assert new[name]["bias"] is None
+  assert moved > 0

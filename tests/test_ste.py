@@ -204,3 +204,24 @@ def test_straight_through_identity_gradient_with_given_masks():
 
 def test_srste_default_lambda():
   assert ste_lib.SRSTE_LAMBDA == 2e-4
+
+
+def test_flax_nnx_state_params():
+  from flax import nnx
+
+  model = nnx.Linear(8, 4, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+  x = jnp.ones((3, 8))
+
+  def loss(p):
+    sparse = ste_lib.ste_mask(p, structure=structures.n_m(1, 4))
+    return jnp.sum(nnx.merge(graphdef, sparse)(x) ** 2)
+
+  g = jax.jit(jax.grad(loss))(params)
+  w = np.asarray(params["kernel"].get_value())
+  sparse = ste_lib.ste_mask(params, structure=structures.n_m(1, 4))
+  ws = np.asarray(sparse["kernel"].get_value())
+  np.testing.assert_array_equal(ws != 0, np_nm_mask(w, 1, 4, axis=0))
+  # STE: the gradient reaches the pruned kernel entries too.
+  gk = np.asarray(g["kernel"].get_value())
+  assert (gk[ws == 0] != 0).all()

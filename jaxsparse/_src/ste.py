@@ -70,11 +70,10 @@ def straight_through(
   """`m * W` forward; straight-through (optionally SR-STE) gradient.
 
   Leaves whose mask is `None` pass through unchanged (flax.nnx `State`s
-  work too). With
-  `srste_lambda = 0` the gradient w.r.t. `W` is the gradient w.r.t. the
-  masked weights at every entry, i.e. the dense gradient that RigL grows
-  with; with `srste_lambda > 0` the pruned entries also get
-  `srste_lambda * W` (SR-STE's sparse-refined term).
+  work too). With `srste_lambda = 0` the gradient w.r.t. `W` is the
+  gradient w.r.t. the masked weights at every entry, i.e. the dense
+  gradient that RigL grows with; with `srste_lambda > 0` the pruned entries
+  also get `srste_lambda * W` (SR-STE's sparse-refined term).
 
   Args:
     params: the dense parameters.
