@@ -1,17 +1,15 @@
 """2:4 structured sparsity along the input dimension, one-shot at step 300."""
 
-import importlib.util
 import os
+import runpy
 
-_spec = importlib.util.spec_from_file_location(
-    "_jaxsparse_cfg_base",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+# Loaded by path, so configs work from any working directory.
+_default = runpy.run_path(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
 
 
 def get_config():
-  c = _base.default_config()
+  c = _default["get_config"]()
   c.pruning.structure = "n_m"
   c.pruning.n = 2
   c.pruning.m = 4
