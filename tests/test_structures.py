@@ -78,6 +78,16 @@ def test_n_m_keeps_exactly_n_per_group_along_input_axis(n, m):
   assert masks["Dense_0"]["bias"] is None
 
 
+@pytest.mark.parametrize("n,m", [(3, 32), (5, 64)])
+def test_n_m_large_groups_match_numpy(n, m):
+  # m <= 32 ranks by pairwise comparison, larger m by sorting.
+  w = RNG.randn(2 * m, 3).astype(np.float32)
+  w[:m // 2] = 1.0  # ties: the lower index is kept
+  struct = js.n_m(n, m)
+  masks = masks_for({"k": jnp.asarray(w)}, 0.5, struct)
+  np.testing.assert_array_equal(masks["k"], ref_nm(w, n, m, 0))
+
+
 def test_n_m_ignores_the_target_sparsity():
   a = masks_for(PARAMS, 0.1, NM_24)
   b = masks_for(PARAMS, 0.9, NM_24)

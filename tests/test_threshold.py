@@ -197,3 +197,20 @@ def test_global_counts_without_caps_sums_to_k():
   counts = threshold.global_counts(keys_of(leaves), 17)
   ref = ref_global_keep(leaves, 17)
   np.testing.assert_array_equal(counts, [int(np.sum(~r)) for r in ref])
+
+
+def test_selection_works_with_x64_enabled():
+  # Under jax_enable_x64 integer sums default to int64; the selection must
+  # keep its int32 bookkeeping and give the same masks.
+  leaves = [np.asarray(x, np.float32) for x in CASES["integers"]]
+  with jax.enable_x64(True):
+    keys = keys_of(leaves)
+    per_leaf = threshold.smallest_k_per_leaf(keys, jnp.asarray([7, 5]))
+    glob = threshold.global_smallest_k(keys, 13)
+    counts = threshold.global_counts(keys, 13, jnp.asarray([10, 2]))
+  for x, k, m in zip(leaves, (7, 5), per_leaf, strict=True):
+    np.testing.assert_array_equal(np.asarray(m), ref_keep(x, k))
+  for m, r in zip(glob, ref_global_keep(leaves, 13), strict=True):
+    np.testing.assert_array_equal(np.asarray(m), r)
+  ref = ref_global_keep(leaves, 13, [10, 2])
+  np.testing.assert_array_equal(counts, [int(np.sum(~r)) for r in ref])

@@ -149,14 +149,17 @@ def prune(
     wrapped = updates
     updates, params = masks_lib.unwrap(updates), masks_lib.unwrap(params)
     masks_lib.check_masks(params, state.masks, "masks (in the prune state)")
-    key, sub = jax.random.split(state.key)
-    new_masks = lax.cond(
-        schedule.is_update_step(state.count),
-        lambda: compute_masks(
-            params, updates, state.masks, schedule.sparsity(state.count), sub,
-            score=score, allocation=allocation, structure=structure),
-        lambda: state.masks,
-    )
+
+    def on_update():
+      # The key is split only here: non-update steps run no PRNG code.
+      key, sub = jax.random.split(state.key)
+      return key, compute_masks(
+          params, updates, state.masks, schedule.sparsity(state.count), sub,
+          score=score, allocation=allocation, structure=structure)
+
+    key, new_masks = lax.cond(
+        schedule.is_update_step(state.count), on_update,
+        lambda: (state.key, state.masks))
     zero = lambda x: jnp.zeros((), x.dtype)
     grads = _where_mask(new_masks, updates, zero)
     if inner is None:

@@ -15,6 +15,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxsparse._src import threshold
+
+# Groups up to this size are ranked by pairwise comparison, larger by sort.
+_PAIRWISE_MAX_M = 32
+
 
 class Structure(NamedTuple):
   """Pooling of scores into groups and expansion of group masks."""
@@ -75,9 +80,17 @@ def n_m(n: int, m: int, axis: int | None = None) -> Structure:
     a = ax(score.shape)
     s = jnp.moveaxis(score, a, -1)
     g = s.reshape(s.shape[:-1] + (s.shape[-1] // m, m))
-    # rank within the group: stable descending order, lower index wins ties.
-    order = jnp.argsort(-g, axis=-1, stable=True)
-    rank = jnp.argsort(order, axis=-1, stable=True)
+    if m <= _PAIRWISE_MAX_M:
+      # rank = #{j: g_j > g_i} + #{j < i: g_j == g_i}, from an m x m
+      # comparison per group (no sort); int keys give a total order.
+      k = threshold.sortable_key(g)
+      ki, kj = k[..., :, None], k[..., None, :]
+      i = jnp.arange(m)
+      earlier = i[None, :] < i[:, None]  # [i, j]: j comes before i
+      rank = jnp.sum((kj > ki) | ((kj == ki) & earlier), axis=-1)
+    else:
+      order = jnp.argsort(-g, axis=-1, stable=True)
+      rank = jnp.argsort(order, axis=-1, stable=True)
     keep = (rank < n).reshape(s.shape)
     return jnp.moveaxis(keep, -1, a)
 

@@ -98,11 +98,12 @@ def _kth_radix(us, nbits, ok):
     hists = jnp.stack([_histogram(u, prefix, shift, width, nbits)
                        for u in us])
     # counts(t) at the top of each bin of the current bucket.
-    counts = below[:, None] + jnp.cumsum(hists, axis=1)
+    counts = below[:, None] + jnp.cumsum(hists, axis=1, dtype=jnp.int32)
     d = jnp.minimum(jnp.sum(~ok(counts), dtype=jnp.int32), (1 << width) - 1)
     bins = jnp.arange(1 << width, dtype=jnp.int32)
-    below = below + jnp.sum(jnp.where(bins < d, hists, 0), axis=1)
-    room = jnp.sum(jnp.where(bins == d, hists, 0), axis=1)
+    below = below + jnp.sum(jnp.where(bins < d, hists, 0), axis=1,
+                           dtype=jnp.int32)
+    room = jnp.sum(jnp.where(bins == d, hists, 0), axis=1, dtype=jnp.int32)
     prefix = prefix | (d.astype(jnp.uint32) << shift)
   return prefix, below, room
 
