@@ -29,7 +29,6 @@ if "google.colab" in sys.modules:
                  check=True)
 
 # %%
-import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np

@@ -1,84 +1,99 @@
 """jaxsparse: neural-network sparsity in JAX, with masks as optax state."""
 
 from jaxsparse import nn
-
-from jaxsparse._src.allocation import Allocation
-from jaxsparse._src.allocation import count_for
-from jaxsparse._src.allocation import custom
-from jaxsparse._src.allocation import er
-from jaxsparse._src.allocation import erk
-from jaxsparse._src.allocation import erk_densities
-from jaxsparse._src.allocation import global_
-from jaxsparse._src.allocation import uniform
-from jaxsparse._src.masks import apply_masks
-from jaxsparse._src.masks import check_masks
-from jaxsparse._src.masks import get_masks
-from jaxsparse._src.masks import is_kernel
-from jaxsparse._src.masks import ones_masks
-from jaxsparse._src.masks import sparsity
-from jaxsparse._src.masks import unwrap
-from jaxsparse._src.pai import masks_from_scores
-from jaxsparse._src.pai import snip_scores
-from jaxsparse._src.pai import grasp_scores
-from jaxsparse._src.pai import synflow_scores
-from jaxsparse._src.pai import synflow_masks
-from jaxsparse._src.pai import synflow_pruner
-from jaxsparse._src.pai import synflow_density
-from jaxsparse._src.pai import synaptic_flow
-from jaxsparse._src.pai import nnx_apply_fn
-from jaxsparse._src.pai import class_balanced_batch
-from jaxsparse._src.pqi import pq_index
-from jaxsparse._src.pqi import pq_index_neurons
-from jaxsparse._src.pqi import pq_index_tree
-from jaxsparse._src.pqi import sap_counts
-from jaxsparse._src.pqi import sap_stats
-from jaxsparse._src.pqi import sap_prune
-from jaxsparse._src.pqi import run_sap
-from jaxsparse._src.lottery import rewind
-from jaxsparse._src.lottery import imp_prune
-from jaxsparse._src.lottery import imp_prune_count
-from jaxsparse._src.lottery import imp_remaining
-from jaxsparse._src.lottery import imp_num_rounds
-from jaxsparse._src.lottery import run_imp
-from jaxsparse._src.rps import rps_init
-from jaxsparse._src.rps import rps_gradient_scaling
-from jaxsparse._src.rps import memory_budget
-from jaxsparse._src.rps import RPSMemory
-from jaxsparse._src.rps import RPSSpec
-from jaxsparse._src.rps import RPSLeaf
-from jaxsparse._src.rps import RPSGradientScalingState
-from jaxsparse._src.rps import MemoryBudget
-from jaxsparse._src.ste import ste_mask
-from jaxsparse._src.ste import ste_masks
-from jaxsparse._src.ste import straight_through
-from jaxsparse._src.ste import SRSTE_LAMBDA
-from jaxsparse._src.dst import dst
-from jaxsparse._src.dst import DSTState
-from jaxsparse._src.dst import cosine_drop_fraction
-from jaxsparse._src.dst import constant_drop_fraction
-from jaxsparse._src.dst import mask_hamming
-from jaxsparse._src.prune import PruneState
-from jaxsparse._src.prune import compute_masks
-from jaxsparse._src.prune import prune
-from jaxsparse._src.schedules import PruningSchedule
-from jaxsparse._src.schedules import constant
-from jaxsparse._src.schedules import iterative
-from jaxsparse._src.schedules import one_shot
-from jaxsparse._src.schedules import polynomial
-from jaxsparse._src.scores import ScoreFn
-from jaxsparse._src.scores import magnitude
-from jaxsparse._src.scores import random
-from jaxsparse._src.scores import saliency
-from jaxsparse._src.structures import Structure
-from jaxsparse._src.structures import block
-from jaxsparse._src.structures import channel
-from jaxsparse._src.structures import n_m
-from jaxsparse._src.structures import unstructured
-from jaxsparse._src.summary import Summary
-from jaxsparse._src.summary import summary
-from jaxsparse._src.threshold import global_smallest_k
-from jaxsparse._src.threshold import smallest_k_per_leaf
-from jaxsparse._src.threshold import sortable_key
+from jaxsparse._src.allocation import (
+    Allocation,
+    count_for,
+    custom,
+    er,
+    erk,
+    erk_densities,
+    global_,
+    uniform,
+)
+from jaxsparse._src.dst import (
+    DSTState,
+    constant_drop_fraction,
+    cosine_drop_fraction,
+    dst,
+    mask_hamming,
+)
+from jaxsparse._src.lottery import (
+    imp_num_rounds,
+    imp_prune,
+    imp_prune_count,
+    imp_remaining,
+    rewind,
+    run_imp,
+)
+from jaxsparse._src.masks import (
+    apply_masks,
+    check_masks,
+    get_masks,
+    is_kernel,
+    ones_masks,
+    sparsity,
+    unwrap,
+)
+from jaxsparse._src.pai import (
+    class_balanced_batch,
+    grasp_scores,
+    masks_from_scores,
+    nnx_apply_fn,
+    snip_scores,
+    synaptic_flow,
+    synflow_density,
+    synflow_masks,
+    synflow_pruner,
+    synflow_scores,
+)
+from jaxsparse._src.pqi import (
+    pq_index,
+    pq_index_neurons,
+    pq_index_tree,
+    run_sap,
+    sap_counts,
+    sap_prune,
+    sap_stats,
+)
+from jaxsparse._src.prune import PruneState, compute_masks, prune
+from jaxsparse._src.rps import (
+    MemoryBudget,
+    RPSGradientScalingState,
+    RPSLeaf,
+    RPSMemory,
+    RPSSpec,
+    memory_budget,
+    rps_gradient_scaling,
+    rps_init,
+)
+from jaxsparse._src.schedules import (
+    PruningSchedule,
+    constant,
+    iterative,
+    one_shot,
+    polynomial,
+)
+from jaxsparse._src.scores import ScoreFn, magnitude, random, saliency
+from jaxsparse._src.ste import (
+    SRSTE_LAMBDA,
+    ste_mask,
+    ste_masks,
+    straight_through,
+)
+from jaxsparse._src.structures import (
+    Structure,
+    block,
+    channel,
+    n_m,
+    unstructured,
+)
+from jaxsparse._src.summary import Summary, summary
+from jaxsparse._src.threshold import (
+    global_smallest_k,
+    smallest_k_per_leaf,
+    sortable_key,
+)
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def write_plots(runs: list[dict[str, Any]], outdir: str,
-                sweep: bool = False) -> list[str]:
+                sweep: bool = False, x_key: str = "sparsity") -> list[str]:
   """Writes PNGs into `outdir`; returns their paths."""
   os.makedirs(outdir, exist_ok=True)
   paths = []
@@ -46,20 +46,37 @@ def write_plots(runs: list[dict[str, Any]], outdir: str,
   paths.append(_save(fig, outdir, "layer_sparsity.png"))
 
   if sweep:
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    pruned = [r for r in runs if r["name"] != "dense"]
-    ax.plot([r["sparsity"] for r in pruned],
-            [r["test_accuracy"] for r in pruned], "o-", label="pruned")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    groups: dict[str, list] = {}
+    for r in runs:
+      if r["name"] != "dense":
+        groups.setdefault(_group(r["name"]), []).append(r)
+    for name, rs in groups.items():
+      rs = sorted(rs, key=lambda r: r[x_key])
+      ax.plot([r[x_key] for r in rs], [r["test_accuracy"] for r in rs],
+              "o-", label=name)
     for r in runs:
       if r["name"] == "dense":
         ax.axhline(r["test_accuracy"], color="k", ls="--", label="dense")
-    ax.set(xlabel="sparsity", ylabel="test accuracy",
-           title="accuracy vs sparsity")
+    if x_key == "memory":
+      ax.set_xscale("log")
+      xlabel = "stored floats per weight"
+    else:
+      xlabel = "sparsity"
+    ax.set(xlabel=xlabel, ylabel="test accuracy",
+           title=f"accuracy vs {'memory' if x_key == 'memory' else 'sparsity'}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     paths.append(_save(fig, outdir, "accuracy_vs_sparsity.png"))
   return paths
+
+
+def _group(name: str) -> str:
+  """Method of a run name: "rigl@0.9" -> "rigl", "imp_03" -> "imp"."""
+  name = name.split("@")[0]
+  head, _, tail = name.rpartition("_")
+  return head if head and tail.isdigit() else name
 
 
 def _save(fig, outdir: str, name: str) -> str:

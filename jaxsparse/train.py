@@ -19,90 +19,16 @@ from flax import nnx
 import jaxsparse
 from jaxsparse import checkpoint as ckpt_lib
 from jaxsparse import data as data_lib
+from jaxsparse import methods as methods_lib
 from jaxsparse import models as models_lib
 from jaxsparse import plotting
 
-
-# ----------------------------------------------------------------- builders
-def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int):
-  """The inner optax optimizer named by `cfg.optimizer`."""
-  lr: Any = cfg.learning_rate
-  if cfg.get("lr_schedule", "constant") == "cosine":
-    lr = optax.cosine_decay_schedule(cfg.learning_rate, total_steps)
-  name = cfg.optimizer
-  if name == "adam":
-    return optax.adam(lr)
-  if name == "adamw":
-    return optax.adamw(lr, weight_decay=cfg.weight_decay)
-  if name == "sgd":
-    return optax.sgd(lr, momentum=cfg.momentum or None,
-                     nesterov=bool(cfg.get("nesterov", False)))
-  if name == "lion":
-    return optax.lion(lr, weight_decay=cfg.weight_decay)
-  raise ValueError(f"config.optimizer: unknown optimizer {name!r}; expected "
-                   "one of adam, adamw, sgd, lion.")
-
-
-_SCORES = {"magnitude": jaxsparse.magnitude, "random": jaxsparse.random,
-           "saliency": jaxsparse.saliency}
-
-
-def make_schedule(p: ml_collections.ConfigDict, total_steps: int):
-  """The `PruningSchedule` named by `p.schedule`."""
-  end = p.end_step if p.end_step >= 0 else int(total_steps * p.end_fraction)
-  if p.schedule == "constant":
-    return jaxsparse.constant(p.sparsity)
-  if p.schedule == "one_shot":
-    return jaxsparse.one_shot(p.sparsity, p.begin_step)
-  if p.schedule == "polynomial":
-    return jaxsparse.polynomial(
-        p.sparsity, p.begin_step, end, p.frequency, p.initial_sparsity)
-  if p.schedule == "iterative":
-    return jaxsparse.iterative(p.fraction, p.every, p.num_rounds, p.begin_step)
-  raise ValueError(f"config.pruning.schedule: unknown schedule {p.schedule!r};"
-                   " expected constant, one_shot, polynomial or iterative.")
-
-
-def make_allocation(p: ml_collections.ConfigDict):
-  name = p.allocation
-  if name == "uniform":
-    return jaxsparse.uniform()
-  if name == "er":
-    return jaxsparse.er()
-  if name == "erk":
-    return jaxsparse.erk()
-  if name == "global":
-    return jaxsparse.global_(p.min_keep_fraction)
-  raise ValueError(f"config.pruning.allocation: unknown allocation {name!r}; "
-                   "expected uniform, er, erk or global.")
-
-
-def make_structure(p: ml_collections.ConfigDict):
-  name = p.structure
-  if name == "unstructured":
-    return jaxsparse.unstructured()
-  if name == "n_m":
-    return jaxsparse.n_m(p.n, p.m)
-  if name == "block":
-    return jaxsparse.block(*p.block_shape)
-  if name == "channel":
-    return jaxsparse.channel()
-  raise ValueError(f"config.pruning.structure: unknown structure {name!r}; "
-                   "expected unstructured, n_m, block or channel.")
-
-
-def make_tx(config: ml_collections.ConfigDict, total_steps: int):
-  opt = make_optimizer(config, total_steps)
-  p = config.pruning
-  if p.method == "none":
-    return opt
-  if p.method not in _SCORES:
-    raise ValueError(f"config.pruning.method: unknown method {p.method!r}; "
-                     f"expected none or one of {sorted(_SCORES)}.")
-  return jaxsparse.prune(
-      make_schedule(p, total_steps), score=_SCORES[p.method],
-      allocation=make_allocation(p), structure=make_structure(p),
-      optimizer=opt, seed=config.seed)
+# Builders live in `jaxsparse.methods`; re-exported for existing callers.
+make_optimizer = methods_lib.make_optimizer
+make_schedule = methods_lib.make_schedule
+make_allocation = methods_lib.make_allocation
+make_structure = methods_lib.make_structure
+make_tx = methods_lib.make_tx
 
 
 # ------------------------------------------------------------------- state
@@ -125,14 +51,18 @@ def _loss(graphdef, params, rest, batch, train: bool):
   return loss, (logits, new_rest)
 
 
-def make_steps(graphdef, tx):
+def make_steps(graphdef, method: methods_lib.Method):
   """Jitted pure train and eval steps."""
+  tx = method.tx
 
   @jax.jit
   def train_step(state, batch):
+    def loss_fn(trainable):
+      params = method.forward(trainable, state["opt_state"], state["step"])
+      return _loss(graphdef, params, state["rest"], batch, True)
+
     (loss, (logits, rest)), grads = jax.value_and_grad(
-        lambda p: _loss(graphdef, p, state["rest"], batch, True),
-        has_aux=True)(state["params"])
+        loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
@@ -142,12 +72,21 @@ def make_steps(graphdef, tx):
 
   @jax.jit
   def eval_step(state, batch):
-    loss, (logits, _) = _loss(
-        graphdef, state["params"], state["rest"], batch, False)
+    params = method.evaluate(state["params"], state["opt_state"],
+                             state["step"])
+    loss, (logits, _) = _loss(graphdef, params, state["rest"], batch, False)
     correct = jnp.sum(jnp.argmax(logits, -1) == batch["label"])
     return loss * batch["label"].shape[0], correct
 
-  return train_step, eval_step
+  @jax.jit
+  def export(state):
+    """Evaluation params, masks and the global PQ index of the weights."""
+    args = (state["params"], state["opt_state"], state["step"])
+    params, masks = method.evaluate(*args), method.masks(*args)
+    pqi = jaxsparse.pq_index_tree(params, masks, scope="global")
+    return params, masks, pqi
+
+  return train_step, eval_step, export
 
 
 def evaluate(eval_step, state, images, labels, batch_size=1024):
@@ -160,49 +99,78 @@ def evaluate(eval_step, state, images, labels, batch_size=1024):
   return loss / len(labels), correct / len(labels)
 
 
-def masks_of(state) -> Any:
-  try:
-    return jaxsparse.get_masks(state["opt_state"])
-  except ValueError:
-    return None
-
-
 # --------------------------------------------------------------- one run
 _NOT_IDENTITY = ("stop_after", "eval_every", "checkpoint_every", "name")
 
 
+def init_model(config: ml_collections.ConfigDict):
+  """(graphdef, params, rest) of the configured model, seeded."""
+  input_shape, num_classes = data_lib.dataset_info(config.dataset)
+  model = models_lib.create_model(
+      config.model, num_classes=num_classes, input_shape=input_shape,
+      rngs=nnx.Rngs(config.seed), **dict(config.get("model_kwargs", {})))
+  return nnx.split(model, nnx.Param, ...)
+
+
+def model_fns(config, graphdef, rest, train_arrays) -> methods_lib.ModelFns:
+  """Inference-mode loss and apply functions of the model's params."""
+  input_shape, _ = data_lib.dataset_info(config.dataset)
+
+  def loss(params, batch):
+    return _loss(graphdef, params, rest, batch, False)[0]
+
+  def apply(params, x):
+    model = nnx.merge(graphdef, params, rest)
+    model.eval()
+    return model(x)
+
+  return methods_lib.ModelFns(
+      loss=loss, apply=apply, input_shape=tuple(input_shape),
+      train_images=train_arrays["image"], train_labels=train_arrays["label"])
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
+    init_params: Any = None, initial_masks: Any = None,
+    save_params_at: int = -1, start_step: int = 0,
 ) -> dict[str, Any]:
   """Trains one model as `config` says; resumes from `workdir` if possible.
 
   Writes `metrics.jsonl`, `metrics.csv`, `summary.json` and checkpoints into
-  `workdir`; returns the final metrics and per-layer sparsity.
+  `workdir`; returns the final metrics and per-layer sparsity. The keyword
+  arguments serve the IMP/SAP drivers: start from `init_params` with fixed
+  `initial_masks`, keep the params after step `save_params_at` (returned
+  as `rewind_params`, also after a resume), or start at step `start_step`
+  (schedules, learning rate and batches continue from there).
   """
   os.makedirs(workdir, exist_ok=True)
   data_dir = config.get("data_dir") or None
   train_src = data_lib.load(config.dataset, "train", data_dir)
   test = data_lib.to_arrays(data_lib.load(config.dataset, "test", data_dir))
-  input_shape, num_classes = data_lib.dataset_info(config.dataset)
-  model = models_lib.create_model(
-      config.model, num_classes=num_classes, input_shape=input_shape,
-      rngs=nnx.Rngs(config.seed), **dict(config.get("model_kwargs", {})))
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  graphdef, params, rest = init_model(config)
+  if init_params is not None:
+    params = init_params
   steps_per_epoch = len(train_src) // config.batch_size
   total = config.num_steps if config.num_steps > 0 else (
       config.num_epochs * steps_per_epoch)
-  tx = make_tx(config, total)
-  state = dict(params=params, rest=rest, opt_state=tx.init(params),
-               step=jnp.zeros((), jnp.int32))
-  train_step, eval_step = make_steps(graphdef, tx)
+  fns = model_fns(config, graphdef, rest, data_lib.to_arrays(train_src))
+  method = methods_lib.build(config, total, params, fns, initial_masks)
+  opt_state = method.tx.init(method.trainable)
+  if start_step:
+    opt_state = optax.tree_utils.tree_set(
+        opt_state, count=jnp.asarray(start_step, jnp.int32))
+  state = dict(params=method.trainable, rest=rest, opt_state=opt_state,
+               step=jnp.asarray(start_step, jnp.int32))
+  train_step, eval_step, export = make_steps(graphdef, method)
 
   identity = config.to_dict()
   for k in _NOT_IDENTITY:  # fields that do not change what is computed
     identity.pop(k, None)
+  identity["start_step"] = start_step
   ckpt = ckpt_lib.Checkpointer(
       workdir, json.dumps(identity, sort_keys=True, default=str),
       every=config.checkpoint_every)
-  start = 0
+  start = start_step
   restored = ckpt.restore(state)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if restored is not None:
@@ -210,15 +178,18 @@ def train_and_evaluate(
     _truncate_metrics(metrics_path, start)
   elif os.path.exists(metrics_path):
     os.remove(metrics_path)
+  rewind_path = os.path.join(workdir, "rewind_params.npz")
 
   # Random access by step: a resumed run sees exactly the same batches.
   batches = data_lib.make_loader(
       train_src, config.batch_size, seed=config.seed, shuffle=True,
       num_epochs=None, drop_remainder=True)
   x_test, y_test = test["image"], test["label"]
-  bar = _progress(total, start, progress, config.get("name", "run"))
+  bar = _progress(total - start_step, start - start_step, progress,
+                  config.get("name", "run"))
   t_train, n_timed = 0.0, 0
   stop_at = config.get("stop_after", -1)
+  prev_masks = export(state)[1]  # for the mask change between evaluations
   with open(metrics_path, "a") as mf:
     for step in range(start, total):
       batch = batches[step]
@@ -229,13 +200,18 @@ def train_and_evaluate(
         t_train += time.perf_counter() - t0
         n_timed += 1
       done = step + 1
+      if done == save_params_at:
+        _save_tree(rewind_path, export(state)[0])
       if done % config.eval_every == 0 or done == total:
         loss, acc = evaluate(eval_step, state, x_test, y_test)
-        masks = masks_of(state)
+        params_now, masks, pqi = export(state)
         row = {"step": done, "loss": float(m["loss"]),
                "train_accuracy": float(m["train_accuracy"]),
                "test_loss": loss, "test_accuracy": acc,
-               "sparsity": _sparsity(state["params"], masks)}
+               "sparsity": _sparsity(params_now, masks),
+               "pqi": float(pqi),
+               "mask_change": _mask_change(prev_masks, masks)}
+        prev_masks = masks
         mf.write(json.dumps(row) + "\n")
         mf.flush()
         if bar is not None:
@@ -250,13 +226,16 @@ def train_and_evaluate(
   ckpt.close()
   history = [json.loads(line) for line in open(metrics_path)]
   _write_csv(os.path.join(workdir, "metrics.csv"), history)
-  masks = masks_of(state)
-  summ = jaxsparse.summary(state["params"], masks)
+  params_now, masks, pqi = export(state)
+  summ = jaxsparse.summary(params_now, masks)
   loss, acc = evaluate(eval_step, state, x_test, y_test)
+  memory = method.memory
+  if memory is None:
+    memory = _stored_fraction(summ, config.pruning.get("mask_cost", "none"))
   result = {
       "name": config.get("name", "run"), "step": int(state["step"]),
       "test_accuracy": acc, "test_loss": loss,
-      "sparsity": summ.pruned_sparsity,
+      "sparsity": summ.pruned_sparsity, "memory": memory, "pqi": float(pqi),
       "steps_per_second": n_timed / t_train if t_train else float("nan"),
       "layers": summ.to_dict()["layers"], "history": history,
   }
@@ -264,7 +243,48 @@ def train_and_evaluate(
     json.dump({k: v for k, v in result.items() if k != "history"}, f, indent=1)
   result["state"] = state
   result["summary"] = summ
+  result["params"] = params_now
+  result["masks"] = masks
+  if save_params_at > 0:
+    if not os.path.exists(rewind_path):
+      raise ValueError(f"save_params_at={save_params_at} was never reached "
+                       f"(training ends at step {total}).")
+    result["rewind_params"] = _load_tree(rewind_path, params_now)
   return result
+
+
+def _save_tree(path: str, tree: Any) -> None:
+  leaves = {f"a{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(tree))}
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **leaves)
+  os.replace(tmp, path)
+
+
+def _load_tree(path: str, like: Any) -> Any:
+  with np.load(path) as z:
+    leaves = [jnp.asarray(z[f"a{i}"]) for i in range(len(z.files))]
+  return jax.tree.unflatten(jax.tree.structure(like), leaves)
+
+
+def _mask_change(old: Any, new: Any) -> float:
+  """Fraction of mask entries that changed (Hamming distance / entries)."""
+  if old is None or new is None:
+    return 0.0
+  diff = jax.tree.leaves(jaxsparse.mask_hamming(old, new))
+  total = sum(int(np.size(x)) for x in jax.tree.leaves(new))
+  return float(sum(int(d) for d in diff)) / max(total, 1)
+
+
+def _stored_fraction(summ, mask_cost: str) -> float:
+  """Stored floats per prunable weight: non-zeros plus the mask's cost."""
+  n = sum(layer.params for layer in summ.rows if layer.pruned)
+  if not n:
+    return 1.0
+  nnz = n - sum(layer.zeros for layer in summ.rows if layer.pruned)
+  if summ.pruned_sparsity == 0 or mask_cost == "none":
+    return nnz / n
+  extra = n / 32.0 if mask_cost == "bitmap" else float(nnz)
+  return (nnz + extra) / n
 
 
 def _sparsity(params, masks) -> float:
@@ -297,40 +317,110 @@ def _progress(total, start, enabled, desc):
 
 
 # ------------------------------------------------------- experiments
+def _variants(config) -> list[tuple[str, ml_collections.ConfigDict]]:
+  """(name, config) of every run: dense baseline, then method x sweeps."""
+  copy = lambda c: ml_collections.ConfigDict(c.to_dict())
+  out = []
+  methods = list(config.get("sweep_methods", ()) or ())
+  if config.get("compare_dense", False) and (
+      config.pruning.method != "none" or methods):
+    dense = copy(config)
+    dense.pruning.method = "none"
+    out.append(("dense", dense))
+  sparsities = list(config.get("sweep_sparsities", ()) or ())
+  memories = list(config.get("sweep_memory", ()) or ())
+  for method in methods or [config.pruning.method]:
+    base = copy(config)
+    base.pruning.method = method
+    base_name = (config.get("name") or method) if not methods else method
+    if sparsities:
+      for x in sparsities:
+        c = copy(base)
+        c.pruning.sparsity = float(x)
+        out.append((f"{base_name}@{x:g}", c))
+    elif memories:
+      for x in memories:
+        c = copy(base)
+        c.pruning.memory_fraction = float(x)
+        out.append((f"{base_name}@mem{x:g}", c))
+    else:
+      out.append((base_name, base))
+  return out
+
+
 def run_experiment(config: ml_collections.ConfigDict, workdir: str,
                    progress: bool = True) -> list[dict[str, Any]]:
-  """The configured run, next to a dense baseline if `config.compare_dense`,
-  or a sweep over `config.sweep_sparsities`; prints a table, writes plots."""
-  runs = []
-  variants: list[tuple[str, ml_collections.ConfigDict]] = []
-  if config.get("compare_dense", False) and config.pruning.method != "none":
-    dense = ml_collections.ConfigDict(config.to_dict())
-    dense.pruning.method = "none"
-    variants.append(("dense", dense))
-  sweep = list(config.get("sweep_sparsities", ()) or ())
-  if sweep:
-    for s in sweep:
-      c = ml_collections.ConfigDict(config.to_dict())
-      c.pruning.sparsity = float(s)
-      variants.append((f"{config.pruning.method}@{s:g}", c))
+  """The configured run(s): a dense baseline if `config.compare_dense`,
+  sweeps over `sweep_methods` x (`sweep_sparsities` or `sweep_memory`), or
+  an IMP/SAP driver (`config.driver`); prints a table, writes plots."""
+  methods_lib.check_method(config.pruning)
+  for m in config.get("sweep_methods", ()) or ():
+    methods_lib.check_method(ml_collections.ConfigDict({"method": m}))
+  if config.get("driver", "none") != "none":
+    runs = run_driver(config, workdir, progress=progress)
+    sweep = True
   else:
-    variants.append((config.get("name") or config.pruning.method, config))
-  for name, c in variants:
-    c = ml_collections.ConfigDict(c.to_dict())
-    c.name = name
-    res = train_and_evaluate(c, os.path.join(workdir, _slug(name)),
-                             progress=progress)
-    runs.append(res)
+    runs = []
+    for name, c in _variants(config):
+      c.name = name
+      runs.append(train_and_evaluate(c, os.path.join(workdir, _slug(name)),
+                                     progress=progress))
+    sweep = len(runs) > 2 or bool(config.get("sweep_sparsities", ())
+                                  or config.get("sweep_memory", ()))
   table = results_table(runs)
   print(table)
   with open(os.path.join(workdir, "results.txt"), "w") as f:
     f.write(table + "\n")
   with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump([{k: v for k, v in r.items()
-                if k not in ("state", "summary")} for r in runs], f, indent=1)
+    json.dump([{k: v for k, v in r.items() if k not in _NOT_JSON}
+               for r in runs], f, indent=1)
   plot_dir = os.path.join(workdir, "plots")
-  paths = plotting.write_plots(runs, plot_dir, sweep=bool(sweep))
+  x_key = "memory" if config.get("sweep_memory", ()) else "sparsity"
+  paths = plotting.write_plots(runs, plot_dir, sweep=sweep, x_key=x_key)
   print("plots: " + ", ".join(paths))
+  return runs
+
+
+_NOT_JSON = ("state", "summary", "params", "masks", "rewind_params")
+
+
+def run_driver(config: ml_collections.ConfigDict, workdir: str,
+               progress: bool = True) -> list[dict[str, Any]]:
+  """Lottery-ticket IMP or SAP rounds, one resumable run directory each.
+
+  Every round trains with fixed masks from the weights the driver rewinds
+  to (`init_params`, or for IMP with `pruning.rewind_step = k` the weights
+  after step k of the dense run, training then resuming at step k).
+  """
+  driver = config.driver
+  if driver not in ("imp", "sap"):
+    raise ValueError(f"config.driver: unknown driver {driver!r}; expected "
+                     "none, imp or sap.")
+  p = config.pruning
+  _, init_params, _ = init_model(config)
+  runs: list[dict[str, Any]] = []
+
+  def train_fn(params, masks, save_step=None, start_step=0):
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.pruning.method = "static"
+    c.name = f"{driver}_{len(runs):02d}"
+    res = train_and_evaluate(
+        c, os.path.join(workdir, c.name), progress=progress,
+        init_params=params, initial_masks=masks,
+        save_params_at=save_step or -1, start_step=start_step)
+    runs.append(res)
+    metrics = {k: res[k] for k in ("test_accuracy", "sparsity", "pqi")}
+    if save_step:
+      return res["params"], metrics, res["rewind_params"]
+    return res["params"], metrics
+
+  if driver == "imp":
+    jaxsparse.run_imp(train_fn, init_params, config.driver_rounds,
+                      p.rewind_step, fraction=p.imp_fraction, scope=p.scope)
+  else:
+    jaxsparse.run_sap(train_fn, init_params, config.driver_rounds,
+                      p=p.sap_p, q=p.sap_q, eta_r=p.sap_eta_r,
+                      gamma=p.sap_gamma, beta=p.sap_beta, scope=p.scope)
   return runs
 
 
@@ -340,11 +430,16 @@ def _slug(name: str) -> str:
 
 def results_table(runs: list[dict[str, Any]]) -> str:
   """Accuracy, total sparsity and speed per run, then per-layer sparsity."""
-  lines = [f"{'run':<22}{'test acc':>10}{'sparsity':>10}{'steps/s':>10}"]
+  lines = [f"{'run':<22}{'test acc':>10}{'sparsity':>10}{'memory':>10}"
+           f"{'PQI':>8}{'steps/s':>10}"]
   lines.append("-" * len(lines[0]))
   for r in runs:
     lines.append(f"{r['name']:<22}{r['test_accuracy']:>10.4f}"
-                 f"{r['sparsity']:>10.4f}{r['steps_per_second']:>10.1f}")
+                 f"{r['sparsity']:>10.4f}{r.get('memory', 1.0):>10.4f}"
+                 f"{r.get('pqi', float('nan')):>8.4f}"
+                 f"{r['steps_per_second']:>10.1f}")
+  lines.append("memory: stored floats per prunable weight (non-zeros plus "
+               "the mask's cost, or the RPS memory)")
   lines.append("")
   names = [r["name"] for r in runs]
   head = f"{'layer':<28}{'shape':<14}" + "".join(f"{n[:14]:>15}" for n in names)

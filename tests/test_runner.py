@@ -6,12 +6,15 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+import jaxsparse
 from jaxsparse import checkpoint as ckpt_lib
 from jaxsparse import data as data_lib
-from jaxsparse import train
+from jaxsparse import methods, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -44,13 +47,35 @@ def data_dir(tmp_path_factory):
   return d
 
 
-@pytest.mark.parametrize("name", sorted(
-    f[:-3] for f in os.listdir(CONFIGS)
-    if f.endswith(".py") and not f.startswith("_")))
-def test_every_config_builds_its_optimizer(name):
+_CONFIG_NAMES = sorted(f[:-3] for f in os.listdir(CONFIGS)
+                       if f.endswith(".py") and not f.startswith("_"))
+
+
+@pytest.mark.parametrize("name", _CONFIG_NAMES)
+def test_every_config_builds_and_takes_a_step(name):
   config = _load_config(name)
-  tx = train.make_tx(config, total_steps=1000)
-  assert hasattr(tx, "init") and hasattr(tx, "update")
+  config.model_kwargs.hidden = (16,)
+  config.pruning.pai_rounds = 3
+  graphdef, params, rest = train.init_model(config)
+  rng = np.random.RandomState(0)
+  x = rng.rand(30, 8, 8, 1).astype(np.float32)
+  y = np.repeat(np.arange(10), 3).astype(np.int32)
+  fns = train.model_fns(config, graphdef, rest, {"image": x, "label": y})
+  p = config.pruning
+  for method in (config.get("sweep_methods") or [p.method]):
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.pruning.pai_samples_per_class = 3
+    c.pruning.method = "static" if config.driver != "none" else method
+    if c.pruning.method == "rps" and c.pruning.memory_fraction <= 0:
+      c.pruning.memory_fraction = 0.1
+    m = methods.build(c, 1000, params, fns)
+    state = dict(params=m.trainable, rest=rest,
+                 opt_state=m.tx.init(m.trainable), step=jnp.int32(0))
+    train_step, eval_step, export = train.make_steps(graphdef, m)
+    state, metrics = train_step(state, {"image": x[:8], "label": y[:8]})
+    assert np.isfinite(float(metrics["loss"]))
+    _, masks, pqi = export(state)
+    assert 0.0 <= float(pqi) <= 1.0
 
 
 def test_unknown_method_is_a_clear_error():
@@ -58,17 +83,27 @@ def test_unknown_method_is_a_clear_error():
   config.pruning.allocation = "bogus"
   with pytest.raises(ValueError, match="config.pruning.allocation"):
     train.make_tx(config, 100)
+  config = _load_config("default")
+  config.pruning.method = "bogus"
+  with pytest.raises(ValueError, match="config.pruning.method.*bogus"):
+    train.run_experiment(config, "/nonexistent", progress=False)
+  config = _load_config("default")
+  config.driver = "bogus"
+  with pytest.raises(ValueError, match="config.driver"):
+    train.run_driver(config, "/nonexistent", progress=False)
 
 
-def test_resume_matches_uninterrupted_run_bit_for_bit(tmp_path, data_dir):
-  full = _small(_load_config("default"), data_dir)
+@pytest.mark.parametrize("name", ["default", "rigl", "ste"])
+def test_resume_matches_uninterrupted_run_bit_for_bit(tmp_path, data_dir,
+                                                      name):
+  full = _small(_load_config(name), data_dir)
   a = train.train_and_evaluate(full, str(tmp_path / "a"), progress=False)
 
-  part = _small(_load_config("default"), data_dir)
+  part = _small(_load_config(name), data_dir)
   part.stop_after = 25  # interrupted after step 25; last checkpoint at 20
   b0 = train.train_and_evaluate(part, str(tmp_path / "b"), progress=False)
   assert int(b0["state"]["step"]) == 25
-  resumed = _small(_load_config("default"), data_dir)
+  resumed = _small(_load_config(name), data_dir)
   b = train.train_and_evaluate(resumed, str(tmp_path / "b"), progress=False)
   assert int(b["state"]["step"]) == 40
   la = jax.tree.leaves(a["state"])
@@ -162,3 +197,92 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
   config.data_dir = str(tmp_path)
   with pytest.raises(data_lib.DatasetNotFoundError, match="mnist"):
     train.train_and_evaluate(config, str(tmp_path / "w"), progress=False)
+
+
+# --- methods and drivers through the runner ---------------------------------
+
+
+def _np_pq_index(weights, p=0.5, q=1.0):
+  """PQ index of one vector (Diao et al.), computed with NumPy."""
+  w = np.abs(np.asarray(weights, np.float64))
+  d = w.size
+  norm = lambda r: np.sum(w ** r) ** (1.0 / r)
+  return 1.0 - d ** (1.0 / q - 1.0 / p) * norm(p) / norm(q)
+
+
+def _kernels(params):
+  flat = jax.tree_util.tree_flatten_with_path(jaxsparse.unwrap(params))[0]
+  return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat
+          if np.ndim(v) >= 2}
+
+
+def test_ste_runs_exact_and_logs_pqi_of_the_sparse_weights(tmp_path, data_dir):
+  config = _small(_load_config("srste_2_4"), data_dir)
+  res = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  kernels = _kernels(res["params"])
+  for name, w in kernels.items():  # 2:4 along the input axis (axis 0)
+    groups = (w != 0).reshape(-1, 4, w.shape[1]).sum(axis=1)
+    assert np.all(groups == 2), name
+  # Global PQ index over the unpruned entries, against NumPy.
+  kept = np.concatenate([w[w != 0] for w in kernels.values()])
+  assert res["pqi"] == pytest.approx(_np_pq_index(kept), rel=1e-4)
+  assert res["history"][-1]["pqi"] == pytest.approx(res["pqi"], rel=1e-6)
+
+
+def test_rigl_logs_mask_change_and_keeps_per_layer_counts(tmp_path, data_dir):
+  config = _small(_load_config("rigl"), data_dir)
+  config.eval_every = 10
+  config.pruning.end_step = 30
+  res = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  rows = res["history"]
+  assert any(r["mask_change"] > 0 for r in rows[:3])  # masks moved
+  assert rows[-1]["mask_change"] == 0.0  # no update after end_step
+  assert len({round(r["sparsity"], 9) for r in rows}) == 1  # counts kept
+  for w in _kernels(res["params"]).values():
+    assert np.mean(w == 0) >= 0.5  # ERK at 90 %: every kernel is sparse
+
+
+def test_imp_driver_nests_masks_at_density_0_8_per_level(tmp_path, data_dir):
+  config = _small(_load_config("imp"), data_dir)
+  config.driver_rounds = 2
+  config.pruning.rewind_step = 10  # late rewinding: later rounds start at 10
+  runs = train.run_experiment(config, str(tmp_path), progress=False)
+  assert [r["name"] for r in runs] == ["imp_00", "imp_01", "imp_02"]
+  n = sum(x["params"] for x in runs[0]["layers"] if x["pruned"])
+  kept = n
+  for r in runs[1:]:
+    kept -= int(np.floor(0.2 * kept + 0.5))
+    zeros = sum(x["zeros"] for x in r["layers"] if x["pruned"])
+    assert n - zeros == kept
+  for a, b in zip(runs[1:], runs[2:], strict=False):  # masks only shrink
+    for ma, mb in zip(jax.tree.leaves(a["masks"]),
+                      jax.tree.leaves(b["masks"]), strict=True):
+      assert not np.any(np.asarray(mb) & ~np.asarray(ma))
+  assert runs[1]["history"][0]["step"] == 20  # resumed at step 10
+  assert (tmp_path / "plots" / "accuracy_vs_sparsity.png").exists()
+
+
+def test_sap_driver_prunes_by_pq_index(tmp_path, data_dir):
+  config = _small(_load_config("sap"), data_dir)
+  config.driver_rounds = 3
+  runs = train.run_experiment(config, str(tmp_path), progress=False)
+  sparsity = [r["sparsity"] for r in runs]
+  assert sparsity[0] == 0.0 and sparsity[1] > 0 and sparsity[2] > sparsity[1]
+  assert all(0 < r["pqi"] < 1 for r in runs)
+
+
+def test_rps_and_pruning_share_one_memory_axis(tmp_path, data_dir):
+  config = _small(_load_config("rps_vs_pruning"), data_dir)
+  config.model_kwargs.hidden = (64,)
+  config.sweep_methods = ("magnitude", "rps")
+  config.sweep_memory = (0.05,)
+  config.num_steps = 20
+  config.pruning.end_step = 10
+  runs = train.run_experiment(config, str(tmp_path), progress=False)
+  assert [r["name"] for r in runs] == ["dense", "magnitude@mem0.05",
+                                       "rps@mem0.05"]
+  mag, rps = runs[1], runs[2]
+  assert mag["memory"] == pytest.approx(0.05, abs=1e-3)
+  assert rps["memory"] == pytest.approx(0.05, abs=1e-3)
+  assert rps["sparsity"] == 0.0  # expanded weights are dense
+  assert np.isfinite(rps["test_accuracy"])

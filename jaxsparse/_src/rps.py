@@ -523,6 +523,7 @@ def memory_budget(
   if mask_cost not in MASK_COSTS:
     raise ValueError(
         f"`mask_cost` must be one of {MASK_COSTS}, got {mask_cost!r}.")
+  params = masks_lib.unwrap(params)  # flax.nnx Variables -> arrays.
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   sel = jax.tree_util.tree_structure(params).flatten_up_to(
       masks_lib.select(params, filter_fn))
