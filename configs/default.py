@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Multi-round drivers: none | imp (lottery tickets) | sap (PQ-index SAP).
   c.driver = "none"
   c.driver_rounds = 5  # IMP: pruning levels after the dense run; SAP: rounds
+  c.tensorboard = True  # workdir/tensorboard, if tensorboardX is installed
   c.stop_after = -1  # stop early (simulates an interruption); -1: never
 
   p = c.pruning = ml_collections.ConfigDict()

@@ -100,7 +100,8 @@ def evaluate(eval_step, state, images, labels, batch_size=1024):
 
 
 # --------------------------------------------------------------- one run
-_NOT_IDENTITY = ("stop_after", "eval_every", "checkpoint_every", "name")
+_NOT_IDENTITY = ("stop_after", "eval_every", "checkpoint_every", "name",
+                 "tensorboard")
 
 
 def init_model(config: ml_collections.ConfigDict):
@@ -190,6 +191,7 @@ def train_and_evaluate(
   t_train, n_timed = 0.0, 0
   stop_at = config.get("stop_after", -1)
   prev_masks = export(state)[1]  # for the mask change between evaluations
+  tb = _tensorboard(workdir, config)
   with open(metrics_path, "a") as mf:
     for step in range(start, total):
       batch = batches[step]
@@ -214,6 +216,11 @@ def train_and_evaluate(
         prev_masks = masks
         mf.write(json.dumps(row) + "\n")
         mf.flush()
+        if tb is not None:
+          for k, v in row.items():
+            if k != "step":
+              tb.add_scalar(k, v, done)
+          tb.flush()
         if bar is not None:
           bar.set_postfix(acc=f"{acc:.3f}", sparsity=f"{row['sparsity']:.3f}")
       ckpt.save(done, state, force=done == total)
@@ -223,6 +230,8 @@ def train_and_evaluate(
         break
   if bar is not None:
     bar.close()
+  if tb is not None:
+    tb.close()
   ckpt.close()
   history = [json.loads(line) for line in open(metrics_path)]
   _write_csv(os.path.join(workdir, "metrics.csv"), history)
@@ -251,6 +260,18 @@ def train_and_evaluate(
                        f"(training ends at step {total}).")
     result["rewind_params"] = _load_tree(rewind_path, params_now)
   return result
+
+
+def _tensorboard(workdir: str, config: ml_collections.ConfigDict):
+  """A tensorboardX writer in `workdir/tensorboard` when tensorboardX is
+  installed and `config.tensorboard` is on (no TensorFlow needed)."""
+  if not config.get("tensorboard", True):
+    return None
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return SummaryWriter(os.path.join(workdir, "tensorboard"))
 
 
 def _save_tree(path: str, tree: Any) -> None:

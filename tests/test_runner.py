@@ -286,3 +286,37 @@ def test_rps_and_pruning_share_one_memory_axis(tmp_path, data_dir):
   assert rps["memory"] == pytest.approx(0.05, abs=1e-3)
   assert rps["sparsity"] == 0.0  # expanded weights are dense
   assert np.isfinite(rps["test_accuracy"])
+
+
+def _read_events(directory):
+  """(tag, step, value) of every scalar in TFRecord event files (the record
+  framing parsed here; the Event proto from tensorboardX)."""
+  import struct
+
+  from tensorboardX.proto import event_pb2
+  out = []
+  for name in sorted(os.listdir(directory)):
+    with open(os.path.join(directory, name), "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      record = data[pos + 12:pos + 12 + length]
+      pos += 12 + length + 4
+      event = event_pb2.Event.FromString(record)
+      for v in event.summary.value:
+        out.append((v.tag, event.step, v.simple_value))
+  return out
+
+
+def test_tensorboard_scalars_match_metrics(tmp_path, data_dir):
+  config = _small(_load_config("default"), data_dir)
+  config.num_steps = 20
+  config.eval_every = 10
+  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  rows = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+  events = _read_events(tmp_path / "tensorboard")
+  acc = {s: v for t, s, v in events if t == "test_accuracy"}
+  assert acc == {r["step"]: pytest.approx(r["test_accuracy"]) for r in rows}
+  assert {t for t, _, _ in events} >= {"loss", "sparsity", "pqi",
+                                        "mask_change"}
