@@ -214,3 +214,33 @@ def test_selection_works_with_x64_enabled():
     np.testing.assert_array_equal(np.asarray(m), r)
   ref = ref_global_keep(leaves, 13, [10, 2])
   np.testing.assert_array_equal(counts, [int(np.sum(~r)) for r in ref])
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_masks_of_sharded_params_stay_sharded_without_gathers(scope):
+  # 8 host devices (conftest): rows of every kernel spread over the mesh.
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
+  assert jax.device_count() == 8
+  mesh = Mesh(np.array(jax.devices()), ("d",))
+  rng = np.random.RandomState(0)
+  params = {  # integer-valued: many ties at the threshold
+      "a": {"kernel": rng.randint(-4, 5, (256, 128)).astype(np.float32),
+            "bias": np.zeros(128, np.float32)},
+      "b": {"kernel": rng.randn(512, 64).astype(np.float32)},
+  }
+  masks = js.ones_masks(params)
+  allocation = js.global_() if scope == "global" else js.uniform()
+  fn = jax.jit(lambda p, m: js.compute_masks(
+      p, None, m, jnp.float32(0.7), jax.random.PRNGKey(0),
+      allocation=allocation))
+  shard = lambda x: jax.device_put(x, NamedSharding(mesh, P("d")))
+  sharded_p = jax.tree.map(shard, params)
+  sharded_m = jax.tree.map(shard, masks)
+  got = fn(sharded_p, sharded_m)
+  want = fn(params, masks)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    assert g.sharding.spec == P("d")
+  hlo = fn.lower(sharded_p, sharded_m).compile().as_text()
+  assert " all-gather(" not in hlo and "all-gather-start" not in hlo

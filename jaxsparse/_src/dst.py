@@ -327,21 +327,37 @@ def dst(
           lambda: _drop_grow(params, updates, masks, frac, sub,
                              method="rigl", noise_std=noise_std),
           lambda: masks)
-      keep = _both(masks, new_masks)
-      # Slots are zeroed before the optimizer runs (as in `prune`): dropped
+      # One mask array serves the slot zeroing, the gradient masking and
+      # the projection below, so each fused loop reads one mask. Slots of
+      # inactive entries are 0 (zeroed when dropped, zero gradients since),
+      # so zeroing by `new_masks` clears exactly the dropped entries' slots
       # and grown entries start from zero moments.
-      inner_in = _zero_slots(inner, state.inner_state, keep)
-      grads = prune_lib._where_mask(keep, updates, zero)  # pylint: disable=protected-access
+      inner_in = _zero_slots(inner, state.inner_state, new_masks)
+      if freeze_optimizer_on_update:
+        grad_mask = new_masks  # the state does not take update steps' grads
+      else:
+        grad_mask = _both(masks, new_masks)  # grown entries: no gradient yet
+      grads = prune_lib._where_mask(grad_mask, updates, zero)  # pylint: disable=protected-access
       out, inner_state = inner.update(grads, inner_in, params, **extra_args)
-      # Update steps: no optimizer step (by default its state is not
-      # advanced); kept weights stay, dropped ones go to 0, grown ones
-      # start at 0.
-      out = jax.tree.map(
-          lambda u: jnp.where(upd, jnp.zeros((), u.dtype), u), out)
       if freeze_optimizer_on_update:
         inner_state = jax.tree.map(
             lambda old, new: jnp.where(upd, old, new).astype(new.dtype),
             inner_in, inner_state)
+      # Update steps: no optimizer step (by default its state is not
+      # advanced); kept weights stay, dropped and grown ones land on 0.
+      # Other steps: the projection of `prune`.
+      zero_f = lambda x: jnp.zeros((), x.dtype)
+      out = jax.tree.map(
+          lambda m0, m1, u, p: jnp.where(upd, zero_f(u), u) if m1 is None
+          else jnp.where(m1, jnp.where(upd, jnp.where(m0, zero_f(u), -p), u),
+                         -p),
+          masks, new_masks, out, params, is_leaf=_is_none)
+      out = jax.tree.map(
+          lambda w, u: w.replace(u) if masks_lib.is_variable(w) else u,
+          wrapped, out, is_leaf=masks_lib.is_variable)
+      return out, DSTState(
+          count=optax.safe_increment(state.count), masks=new_masks, key=key,
+          inner_state=inner_state)
     else:
       inner_in = _zero_slots(inner, state.inner_state, masks)
       grads = prune_lib._where_mask(masks, updates, zero)  # pylint: disable=protected-access
@@ -355,8 +371,8 @@ def dst(
           lambda: masks)
       keep = _both(masks, new_masks)
       inner_state = _zero_slots(inner, inner_state, keep)
-    # Entries not active both before and after land on exactly 0 (grown ones
-    # included); a weight dropped and regrown keeps its value.
+    # Inactive entries land on exactly 0; a weight dropped and regrown keeps
+    # its value (RigL: grown entries were 0 and get no update).
     out = _project(keep, out, params)
     out = jax.tree.map(
         lambda w, u: w.replace(u) if masks_lib.is_variable(w) else u,
