@@ -346,18 +346,11 @@ def dst(
       # Update steps: no optimizer step (by default its state is not
       # advanced); kept weights stay, dropped and grown ones land on 0.
       # Other steps: the projection of `prune`.
-      zero_f = lambda x: jnp.zeros((), x.dtype)
       out = jax.tree.map(
-          lambda m0, m1, u, p: jnp.where(upd, zero_f(u), u) if m1 is None
-          else jnp.where(m1, jnp.where(upd, jnp.where(m0, zero_f(u), -p), u),
+          lambda m0, m1, u, p: jnp.where(upd, zero(u), u) if m1 is None
+          else jnp.where(m1, jnp.where(upd, jnp.where(m0, zero(u), -p), u),
                          -p),
           masks, new_masks, out, params, is_leaf=_is_none)
-      out = jax.tree.map(
-          lambda w, u: w.replace(u) if masks_lib.is_variable(w) else u,
-          wrapped, out, is_leaf=masks_lib.is_variable)
-      return out, DSTState(
-          count=optax.safe_increment(state.count), masks=new_masks, key=key,
-          inner_state=inner_state)
     else:
       inner_in = _zero_slots(inner, state.inner_state, masks)
       grads = prune_lib._where_mask(masks, updates, zero)  # pylint: disable=protected-access
@@ -371,13 +364,10 @@ def dst(
           lambda: masks)
       keep = _both(masks, new_masks)
       inner_state = _zero_slots(inner, inner_state, keep)
-    # Inactive entries land on exactly 0; a weight dropped and regrown keeps
-    # its value (RigL: grown entries were 0 and get no update).
-    out = _project(keep, out, params)
-    out = jax.tree.map(
-        lambda w, u: w.replace(u) if masks_lib.is_variable(w) else u,
-        wrapped, out, is_leaf=masks_lib.is_variable)
-    return out, DSTState(
+      # Inactive entries land on exactly 0; a weight dropped and regrown
+      # keeps its value.
+      out = _project(keep, out, params)
+    return masks_lib.rewrap_like(wrapped, out), DSTState(
         count=optax.safe_increment(state.count), masks=new_masks, key=key,
         inner_state=inner_state)
 

@@ -55,6 +55,13 @@ def unwrap(tree: Any) -> Any:
                       is_leaf=lambda x: x is None or is_variable(x))
 
 
+def rewrap_like(wrapped: Any, tree: Any) -> Any:
+  """`tree`'s arrays put back into the flax.nnx Variables of `wrapped`."""
+  return jax.tree.map(
+      lambda w, x: w.replace(x) if is_variable(w) else x,
+      wrapped, tree, is_leaf=is_variable)
+
+
 def is_kernel(path: tuple, leaf: Any) -> bool:
   """Default filter: floating leaves with ndim >= 2 (Dense/Conv kernels).
 

@@ -181,10 +181,7 @@ def prune(
       out = jax.tree.map(
           lambda m, u, p: u if m is None else jnp.where(m, u, -p),
           new_masks, out, params, is_leaf=_is_none)
-    out = jax.tree.map(
-        lambda w, u: w.replace(u) if masks_lib.is_variable(w) else u,
-        wrapped, out, is_leaf=masks_lib.is_variable)
-    return out, PruneState(
+    return masks_lib.rewrap_like(wrapped, out), PruneState(
         count=optax.safe_increment(state.count), masks=new_masks, key=key,
         inner_state=inner_state)
 
