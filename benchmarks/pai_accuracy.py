@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import json
 import math
 import os
@@ -42,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _timing  # noqa: E402
+from _common import digits, init_mlp, kernel_floats, mlp  # noqa: E402
 
 import jaxsparse  # noqa: E402
 from jaxsparse._src import allocation as alloc_lib  # noqa: E402
@@ -56,35 +56,13 @@ HIDDEN = (300, 100)
 
 def load_data(name):
   if name == "digits":
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    y = d.target.astype(np.int32)
+    x, y = digits()
     return (x[:1437], y[:1437]), (x[1437:], y[1437:]), 40
   from jaxsparse import data
   train = data.to_arrays(data.load(name, "train"))
   test = data.to_arrays(data.load(name, "test"))
   flat = lambda a: a["image"].reshape(len(a["image"]), -1)
   return (flat(train), train["label"]), (flat(test), test["label"]), 3
-
-
-def init_mlp(key, sizes):
-  params = {}
-  for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-    key, k = jax.random.split(key)
-    params[f"dense{i}"] = {
-        "kernel": jax.random.normal(k, (a, b)) * math.sqrt(2.0 / a),
-        "bias": jnp.zeros((b,))}
-  return params
-
-
-def mlp(params, x):
-  n = len(params)
-  for i in range(n):
-    x = x @ params[f"dense{i}"]["kernel"] + params[f"dense{i}"]["bias"]
-    if i < n - 1:
-      x = jax.nn.relu(x)
-  return x
 
 
 def loss_fn(params, batch):
@@ -167,7 +145,7 @@ def main():
     return
   epochs = args.epochs or epochs
   sizes = (train_data[0].shape[1], *HIDDEN, 10)
-  n_prunable = sum(a * b for a, b in itertools.pairwise(sizes))
+  n_prunable = kernel_floats(sizes)
   _timing.log(f"{args.dataset}: MLP {'-'.join(map(str, sizes))}, "
               f"{n_prunable:,} prunable weights, {epochs} epochs, "
               f"{args.seeds} seeds")

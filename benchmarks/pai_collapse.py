@@ -43,7 +43,6 @@ one run, all threads: a guide to the unloaded wall time on a shared host).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -60,6 +59,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _timing  # noqa: E402
+from _common import digits, init_mlp, mlp  # noqa: E402
 
 from jaxsparse._src import allocation as alloc_lib  # noqa: E402
 from jaxsparse._src import masks as masks_lib  # noqa: E402
@@ -135,26 +135,6 @@ def make_vgg(cfg, train=False):
   return apply
 
 
-def init_mlp(key, sizes):
-  params = {}
-  for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-    key, k = jax.random.split(key)
-    params[f"dense{i}"] = {
-        "kernel": jax.random.normal(k, (a, b)) * math.sqrt(2.0 / a),
-        "bias": jnp.zeros((b,))}
-  return params
-
-
-def mlp(params, x):
-  n = len(params)
-  x = x.reshape(x.shape[0], -1)
-  for i in range(n):
-    x = x @ params[f"dense{i}"]["kernel"] + params[f"dense{i}"]["bias"]
-    if i < n - 1:
-      x = jax.nn.relu(x)
-  return x
-
-
 # --------------------------------------------------------------------------
 # Part 1: layer collapse.
 
@@ -164,11 +144,8 @@ def _kernels(tree):
 
 
 def digits_batch(per_class=10, seed=0):
-  from sklearn.datasets import load_digits
-  d = load_digits()
-  x = (d.data[:1437] / 16.0).astype(np.float32)
-  y = d.target[:1437].astype(np.int32)
-  return pai.class_balanced_batch(x, y, per_class, seed=seed)
+  x, y = digits()
+  return pai.class_balanced_batch(x[:1437], y[:1437], per_class, seed=seed)
 
 
 def noise_batch(shape, per_class=10, num_classes=10, seed=0):

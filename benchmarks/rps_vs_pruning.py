@@ -54,6 +54,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from _common import (  # noqa: E402
+    digits_split,
+    init_mlp,
+    kernel_floats,
+    lecun_normal,
+    mlp,
+    xent,
+)
 from _timing import interleaved, log, median_ms, spread_ms  # noqa: E402
 
 import jaxsparse  # noqa: E402
@@ -70,37 +78,6 @@ COMPRESSIONS = (1e-1, 1e-2, 1e-3)
 
 
 # --- model -------------------------------------------------------------------
-def init_mlp(key, sizes):
-  """Dense layers with LeCun-normal kernels (in, out) and zero biases."""
-  params = {}
-  for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-    key, sub = jax.random.split(key)
-    params[f"dense_{i}"] = {
-        "kernel": jax.random.normal(sub, (n_in, n_out)) / math.sqrt(n_in),
-        "bias": jnp.zeros((n_out,)),
-    }
-  return params
-
-
-def forward(params, x):
-  n = len(params)
-  for i in range(n):
-    layer = params[f"dense_{i}"]
-    x = x @ layer["kernel"] + layer["bias"]
-    if i < n - 1:
-      x = jax.nn.relu(x)
-  return x
-
-
-def xent(params, x, y):
-  return optax.softmax_cross_entropy_with_integer_labels(
-      forward(params, x), y).mean()
-
-
-def kernel_floats(sizes):
-  return sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-
-
 def small_width(n_in, n_out, budget):
   """Largest H with n_in*H + H*H + H*n_out <= budget."""
   b = n_in + n_out
@@ -108,16 +85,6 @@ def small_width(n_in, n_out, budget):
 
 
 # --- data --------------------------------------------------------------------
-def load_digits_split(seed=0):
-  from sklearn.datasets import load_digits
-  from sklearn.model_selection import train_test_split
-  x, y = load_digits(return_X_y=True)
-  x = (x / 16.0).astype(np.float32)
-  xtr, xte, ytr, yte = train_test_split(
-      x, y.astype(np.int32), test_size=0.2, random_state=seed, stratify=y)
-  return xtr, ytr, xte, yte
-
-
 def batches(x, y, batch, steps, seed):
   rng = np.random.default_rng(seed)
   n, i, perm = len(x), len(x), None
@@ -149,7 +116,7 @@ def synflow_masks(params, sparsity, key, rounds=100):
   """Iterative SynFlow: density (1-s)^(k/n), global, weights only."""
   n_in = params["dense_0"]["kernel"].shape[0]
   if pai is not None:
-    return pai.synflow_masks(forward, params, (n_in,), sparsity,
+    return pai.synflow_masks(mlp, params, (n_in,), sparsity,
                              rounds=rounds)
 
   def flow(abs_params, masks):
@@ -214,13 +181,13 @@ def run(method, compression, seed, data, args, lr):
   if method in ("dense", "dense-small"):
     h = args.hidden if method == "dense" else small_width(
         sizes[0], sizes[-1], budget)
-    params = init_mlp(kinit, (sizes[0], h, h, 10))
+    params = init_mlp(kinit, (sizes[0], h, h, 10), lecun_normal)
     stored = kernel_floats((sizes[0], h, h, 10))
     tx, step_key = base, ("dense", h, lr)
     if method == "dense-small":
       extra["width"] = h
   elif pruned:
-    params = init_mlp(kinit, sizes)
+    params = init_mlp(kinit, sizes, lecun_normal)
     s = rps.memory_budget(params, budget, mask_cost=args.mask_cost).sparsity
     if method == "mag-gradual":
       tx = jaxsparse.prune(
@@ -244,7 +211,7 @@ def run(method, compression, seed, data, args, lr):
                              jaxsparse.prune(0.0, optimizer=base))
       step_key = ("fixed", lr)
   else:
-    params = init_mlp(kinit, sizes)
+    params = init_mlp(kinit, sizes, lecun_normal)
     m = compression * n_kernel
     tile = next((t for t in ((32, 32), (16, 16), (8, 8), (4, 4))
                  if t[0] * t[1] * 16 <= m), (2, 2))
@@ -264,7 +231,7 @@ def run(method, compression, seed, data, args, lr):
   step = train_step(step_key, tx, fn)
   for xb, yb in batches(xtr, ytr, args.batch, args.steps, seed):
     params, state, loss = step(params, state, xb, yb)
-  logits = jax.jit(lambda p, x: forward(fn(p), x))(params, xte)
+  logits = jax.jit(lambda p, x: mlp(fn(p), x))(params, xte)
   acc = float(np.mean(np.argmax(np.asarray(logits), -1) == yte))
   if pruned:
     masks = [m for m in jax.tree.leaves(jaxsparse.get_masks(state))]
@@ -289,7 +256,7 @@ def pick_lr(method, c, data, args):
 
 
 def accuracy_sweep(args):
-  data = load_digits_split()
+  data = digits_split()
   sizes = (data[0].shape[1], args.hidden, args.hidden, 10)
   grid = f"lr grid {args.lr_grid}" if args.lr_grid else f"lr {args.lr:g}"
   log(f"digits: {len(data[0])} train / {len(data[2])} test; MLP {sizes}, "
@@ -409,7 +376,7 @@ def overhead(args):
   batch = 128
   key = jax.random.PRNGKey(0)
   kp, kx, ky = jax.random.split(key, 3)
-  params = init_mlp(kp, sizes)
+  params = init_mlp(kp, sizes, lecun_normal)
   x = jax.random.normal(kx, (batch, sizes[0]))
   y = jax.random.randint(ky, (batch,), 0, sizes[-1])
   n_kernel = kernel_floats(sizes)

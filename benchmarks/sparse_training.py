@@ -39,6 +39,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _timing  # noqa: E402
+from _common import (  # noqa: E402
+    digits_split,
+    init_mlp,
+    lecun_normal,
+    mlp,
+    xent,
+)
 
 from jaxsparse._src import allocation as alloc_lib  # noqa: E402
 from jaxsparse._src import dst as dst_lib  # noqa: E402
@@ -52,39 +59,15 @@ from jaxsparse._src import structures as struct_lib  # noqa: E402
 # Model and data.
 
 
-def init_mlp(key, sizes):
-  params = {}
-  keys = jax.random.split(key, len(sizes) - 1)
-  for i, (k, a, b) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True)):
-    w = jax.random.normal(k, (a, b), jnp.float32) * jnp.sqrt(2.0 / a)
-    params[f"Dense_{i}"] = {"kernel": w, "bias": jnp.zeros((b,), jnp.float32)}
-  return params
+def he_normal_f32(key: jax.Array, n_in: int, n_out: int) -> jax.Array:
+  """N(0, 2 / n_in) kernel; its scale is a float32 square root, which for
+  some widths (100) differs in the last bit from `_common.he_normal`'s."""
+  return jax.random.normal(key, (n_in, n_out)) * jnp.sqrt(2.0 / n_in)
 
 
-def mlp(params, x):
-  n = len(params)
-  for i in range(n):
-    layer = params[f"Dense_{i}"]
-    x = x @ layer["kernel"] + layer["bias"]
-    if i < n - 1:
-      x = jax.nn.relu(x)
-  return x
-
-
-def xent(params, x, y):
-  logits = mlp(params, x)
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-
-def load_digits():
-  from sklearn.datasets import load_digits as _load
-  from sklearn.model_selection import train_test_split
-  d = _load()
-  x = (d.data / 16.0).astype(np.float32)
-  y = d.target.astype(np.int32)
-  xtr, xte, ytr, yte = train_test_split(
-      x, y, test_size=0.2, random_state=0, stratify=y)
-  return xtr, ytr, xte, yte
+def init_sparse_mlp(key: jax.Array, sizes: tuple[int, ...]) -> dict:
+  """The MLP trained here (all layer keys from one split of `key`)."""
+  return init_mlp(key, sizes, he_normal_f32, split_all=True)
 
 
 def load_mnist():
@@ -175,7 +158,7 @@ def trainer(name, steps, lr, sizes):
   """
   kind = "nm" if name.startswith(("nm", "srste")) else name
   tx = make_tx(kind if kind != "nm" else "dense", 0.9,
-               init_mlp(jax.random.PRNGKey(0), sizes), steps, lr, 0)
+               init_sparse_mlp(jax.random.PRNGKey(0), sizes), steps, lr, 0)
 
   @jax.jit
   def run(params, state, xs, ys, sparsity, lam):
@@ -205,7 +188,7 @@ def trainer(name, steps, lr, sizes):
 
 def train_one(name, sparsity, data, *, steps, batch, lr, seed, sizes):
   xtr, ytr, xte, yte = data
-  params = init_mlp(jax.random.PRNGKey(seed), sizes)
+  params = init_sparse_mlp(jax.random.PRNGKey(seed), sizes)
   tx = make_tx("dense" if name.startswith(("nm", "srste")) else name,
                sparsity, params, steps, lr, seed)
   state = tx.init(params)
@@ -241,10 +224,10 @@ def full(args):
     except Exception as e:  # pylint: disable=broad-except
       _timing.log(f"MNIST is not available ({type(e).__name__}: {e}); "
                   "using digits.")
-      data = load_digits()
+      data = digits_split()
       args.dataset = "digits"
   else:
-    data = load_digits()
+    data = digits_split()
   d_in = data[0].shape[1]
   sizes = (d_in, 300, 100, 10)
   runs = [("dense", 0.0)]
@@ -343,11 +326,11 @@ def overhead(args):
   RigL step serves both the update and the non-update variants. The
   `unfrozen_*` variants use `freeze_optimizer_on_update=False`.
   """
-  import step_overhead as so  # same model, loss, step and runner.
+  import step_overhead as so  # same batch, step and runner.
 
   key = jax.random.PRNGKey(0)
   kp, kx, ky = jax.random.split(key, 3)
-  params = so.init_params(kp)
+  params = init_mlp(kp, so.SIZES, lecun_normal)
   x = jax.random.normal(kx, (so.BATCH, so.SIZES[0]))
   y = jax.random.randint(ky, (so.BATCH,), 0, so.SIZES[-1])
   dense_tx = optax.adam(1e-3)

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
+from _common import init_mlp, lecun_normal, xent  # noqa: E402
 from _timing import interleaved, log, median_ms, spread_ms  # noqa: E402
 
 import jaxsparse  # noqa: E402
@@ -39,34 +40,12 @@ NONUPDATE_COUNT = 150  # polynomial(begin 0, frequency 100): not an update
 UPDATE_COUNT = 200  # an update step (target sparsity 0.9 * (1 - 0.8^3))
 
 
-def init_params(key, sizes=SIZES):
-  params = {}
-  for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-    key, sub = jax.random.split(key)
-    params[f"dense_{i}"] = {
-        "kernel": jax.random.normal(sub, (n_in, n_out)) / n_in**0.5,
-        "bias": jnp.zeros((n_out,)),
-    }
-  return params
-
-
-def loss_fn(params, x, y):
-  h = x
-  n = len(params)
-  for i in range(n):
-    layer = params[f"dense_{i}"]
-    h = h @ layer["kernel"] + layer["bias"]
-    if i < n - 1:
-      h = jax.nn.relu(h)
-  return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
-
-
 def make_step(tx, set_count: bool):
   """One jitted training step; params and state buffers are donated."""
   def step(params, state, x, y, count):
     if set_count:
       state = state._replace(count=count)
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    loss, grads = jax.value_and_grad(xent)(params, x, y)
     updates, state = tx.update(grads, state, params)
     params = optax.apply_updates(params, updates)
     return params, state, loss
@@ -100,7 +79,7 @@ def main():
 
   key = jax.random.PRNGKey(0)
   kp, kx, ky = jax.random.split(key, 3)
-  params = init_params(kp)
+  params = init_mlp(kp, SIZES, lecun_normal)
   x = jax.random.normal(kx, (BATCH, SIZES[0]))
   y = jax.random.randint(ky, (BATCH,), 0, SIZES[-1])
   n_params = sum(p.size for p in jax.tree.leaves(params))
