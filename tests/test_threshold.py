@@ -199,6 +199,19 @@ def test_global_counts_without_caps_sums_to_k():
   np.testing.assert_array_equal(counts, [int(np.sum(~r)) for r in ref])
 
 
+@pytest.mark.parametrize("shape", [(1024, 160), (131, 1009), (300000,)])
+def test_large_leaves_match_numpy(shape):
+  # Leaves of 10^5+ keys: 16-bit digits, full-size histogram passes.
+  x = np.random.RandomState(7).randint(-300, 300, shape).astype(np.float32)
+  n = x.size
+  for k in (0, n // 3, n - 1):
+    (m,) = threshold.smallest_k_per_leaf(keys_of([x]), jnp.asarray([k]))
+    np.testing.assert_array_equal(np.asarray(m), ref_keep(x, k))
+  got = threshold.global_smallest_k(keys_of([x, x[:7]]), n // 2)
+  for m, r in zip(got, ref_global_keep([x, x[:7]], n // 2), strict=True):
+    np.testing.assert_array_equal(np.asarray(m), r)
+
+
 def test_selection_works_with_x64_enabled():
   # Under jax_enable_x64 integer sums default to int64; the selection must
   # keep its int32 bookkeeping and give the same masks.
@@ -228,6 +241,8 @@ def test_masks_of_sharded_params_stay_sharded_without_gathers(scope):
       "a": {"kernel": rng.randint(-4, 5, (256, 128)).astype(np.float32),
             "bias": np.zeros(128, np.float32)},
       "b": {"kernel": rng.randn(512, 64).astype(np.float32)},
+      # A larger leaf: 16-bit digits.
+      "c": {"kernel": rng.randint(-50, 50, (1024, 160)).astype(np.float32)},
   }
   masks = js.ones_masks(params)
   allocation = js.global_() if scope == "global" else js.uniform()
