@@ -31,6 +31,7 @@ case "$cmd" in
       --workdir "${WORKDIR:-runs/default}" "$@" ;;
   test)
     setup
+    "$VENV/bin/ruff" check --quiet . || { echo "ruff found style errors" >&2; exit 1; }
     exec "$VENV/bin/python" -m pytest -n 2 -q tests "$@" ;;
   *)
     echo "usage: bash run.sh {main|test} [args...]" >&2; exit 2 ;;

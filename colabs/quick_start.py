@@ -113,7 +113,7 @@ print(jaxsparse.summary(params, masks))
 assert float(jaxsparse.sparsity(masks)) > 0.89
 
 # %%
-steps, accs, sparsities = zip(*history)
+steps, accs, sparsities = zip(*history, strict=True)
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(steps, accs, label="test accuracy")
 ax.plot(steps, sparsities, label="sparsity")

@@ -1,4 +1,5 @@
-"""Global magnitude pruning with a per-layer minimum (Gupta et al. MT = 0.05 %)."""
+"""Global magnitude pruning with a per-layer minimum (Gupta et al.,
+MT = 0.05 %)."""
 
 import os
 import runpy

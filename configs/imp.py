@@ -1,5 +1,6 @@
 """Lottery-ticket IMP (Frankle & Carbin, 2019): train, prune 20 % of the
-remaining weights globally, rewind to initialization, five levels (density 0.8^j)."""
+remaining weights globally, rewind to initialization; five levels
+(density 0.8^j)."""
 
 import os
 import runpy

@@ -1,4 +1,5 @@
-"""Iterative pruning: 20 % of the remaining weights every 200 steps, 10 rounds (density 0.8^10 = 0.107)."""
+"""Iterative pruning: 20 % of the remaining weights every 200 steps, 10
+rounds (density 0.8^10 = 0.107)."""
 
 import os
 import runpy

@@ -14,6 +14,6 @@ def get_config():
   c.sweep_methods = ("magnitude", "synflow", "rps")
   c.sweep_memory = (0.1, 0.01, 0.001)
   c.pruning.mapper = "stable_rps"
-  c.pruning.mask_cost = "none"  # non-zeros only: the convention favouring pruning
+  c.pruning.mask_cost = "none"  # non-zeros only (favours pruning)
   c.model_kwargs.hidden = (1024, 1024)
   return c

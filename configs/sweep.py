@@ -1,4 +1,5 @@
-"""Sweep of gradual magnitude pruning over sparsities, one table and one accuracy-vs-sparsity plot."""
+"""Sweep of gradual magnitude pruning over sparsities: one table and one
+accuracy-vs-sparsity plot."""
 
 import os
 import runpy

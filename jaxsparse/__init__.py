@@ -142,7 +142,8 @@ __all__ = (
     "Summary", "apply_masks", "block", "channel", "check_masks",
     "compute_masks", "constant", "count_for", "custom", "er", "erk",
     "erk_densities", "get_masks", "global_", "global_smallest_k",
-    "is_kernel", "iterative", "nn", "magnitude", "n_m", "one_shot", "ones_masks",
+    "is_kernel", "iterative", "nn", "magnitude", "n_m", "one_shot",
+    "ones_masks",
     "polynomial", "prune", "random", "saliency", "smallest_k_per_leaf",
     "sortable_key", "sparsity", "summary", "uniform", "unstructured", "unwrap",
 )

@@ -71,7 +71,8 @@ class Checkpointer:
           f"an older checkpoint.") from e
     mismatch = [
         (a.shape, b.shape) for a, b in zip(
-            jax.tree.leaves(restored), jax.tree.leaves(state_like))
+            jax.tree.leaves(restored), jax.tree.leaves(state_like),
+            strict=False)
         if a.shape != b.shape or a.dtype != b.dtype]
     if (jax.tree.structure(restored) != jax.tree.structure(state_like)
         or mismatch):

@@ -93,8 +93,8 @@ def evaluate(eval_step, state, images, labels, batch_size=1024):
   loss = correct = 0.0
   for i in range(0, len(labels), batch_size):
     b = {"image": images[i:i + batch_size], "label": labels[i:i + batch_size]}
-    l, c = eval_step(state, b)
-    loss += float(l)
+    batch_loss, c = eval_step(state, b)
+    loss += float(batch_loss)
     correct += float(c)
   return loss / len(labels), correct / len(labels)
 

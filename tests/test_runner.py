@@ -109,7 +109,7 @@ def test_resume_matches_uninterrupted_run_bit_for_bit(tmp_path, data_dir,
   la = jax.tree.leaves(a["state"])
   lb = jax.tree.leaves(b["state"])
   assert len(la) == len(lb)
-  for x, y in zip(la, lb):
+  for x, y in zip(la, lb, strict=False):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   # masks and schedule counter came back too, and sparsity is exact.
   assert a["sparsity"] == pytest.approx(0.9, abs=1e-3)
@@ -155,7 +155,7 @@ def test_experiment_writes_table_metrics_and_plots(tmp_path, data_dir, capsys):
   assert [r["name"] for r in runs] == ["dense", "magnitude@0.5",
                                        "magnitude@0.9"]
   assert "test acc" in out and "per-layer sparsity" in out
-  for r, s in zip(runs, (0.0, 0.5, 0.9)):
+  for r, s in zip(runs, (0.0, 0.5, 0.9), strict=False):
     assert r["sparsity"] == pytest.approx(s, abs=1e-3)
     for layer in r["layers"]:
       if layer["pruned"] and s:

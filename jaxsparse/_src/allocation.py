@@ -34,7 +34,8 @@ def count_for(sparsity: jax.Array, n: int) -> jax.Array:
 
 
 def _per_layer(keys, sparsities):
-  ks = jnp.stack([count_for(s, k.size) for s, k in zip(sparsities, keys)])
+  ks = jnp.stack([count_for(s, k.size)
+                  for s, k in zip(sparsities, keys, strict=True)])
   return threshold.smallest_k_per_leaf(keys, ks)
 
 
@@ -175,7 +176,7 @@ def custom(
     if rest:
       masks = default([keys[i] for i in rest], [paths[i] for i in rest],
                       [shapes[i] for i in rest], sparsity)
-      for i, m in zip(rest, masks):
+      for i, m in zip(rest, masks, strict=False):
         out[i] = m
     return out
   return alloc

@@ -157,7 +157,8 @@ def apply_masks(params: Params, masks: Masks) -> Params:
     out = jnp.where(m, v, jnp.zeros((), v.dtype))
     return p.replace(out) if is_variable(p) else out
 
-  return jax.tree.unflatten(treedef, [one(m, p) for m, p in zip(flat_m, flat_p)])
+  return jax.tree.unflatten(
+      treedef, [one(m, p) for m, p in zip(flat_m, flat_p, strict=True)])
 
 
 def get_masks(opt_state: Any) -> Masks:

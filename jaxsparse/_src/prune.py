@@ -66,7 +66,7 @@ def compute_masks(
     pos = {i: j for j, i in enumerate(idx)}
     keep = allocation(free_keys, [paths[pos[i]] for i in free_idx],
                       [shapes[pos[i]] for i in free_idx], sparsity)
-    for i, k in zip(free_idx, keep):
+    for i, k in zip(free_idx, keep, strict=False):
       new[i] = structure.expand(k, shapes[pos[i]]) & flat_m[i]
   return jax.tree.unflatten(treedef, new)
 
@@ -135,7 +135,7 @@ def prune(
       masks = masks_lib.ones_masks(params, filter_fn)
     for (path, _), m in zip(
         jax.tree_util.tree_flatten_with_path(masks_lib.unwrap(params))[0],
-        jax.tree.leaves(masks, is_leaf=_is_none)):
+        jax.tree.leaves(masks, is_leaf=_is_none), strict=False):
       if m is not None:
         structure.validate(masks_lib.path_str(path), tuple(m.shape))
     inner_state = optax.EmptyState() if inner is None else inner.init(params)

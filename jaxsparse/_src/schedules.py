@@ -82,7 +82,8 @@ def polynomial(
     raise ValueError(
         f"`end_step` ({end_step}) must be after `begin_step` ({begin_step}).")
   if int(frequency) != frequency or frequency < 1:
-    raise ValueError(f"`frequency` must be a positive integer, got {frequency}.")
+    raise ValueError(
+        f"`frequency` must be a positive integer, got {frequency}.")
   curve = optax.polynomial_schedule(
       init_value=s_i, end_value=s_f, power=power,
       transition_steps=t1 - t0, transition_begin=t0)

@@ -32,7 +32,7 @@ def random(params: Any, grads: Any, key: jax.Array) -> Any:
   keys = jax.random.split(key, max(len(leaves), 1))
   return jax.tree.unflatten(treedef, [
       jax.random.uniform(k, jnp.shape(p), jnp.float32)
-      for k, p in zip(keys, leaves)])
+      for k, p in zip(keys, leaves, strict=False)])
 
 
 def saliency(params: Any, grads: Any, key: jax.Array) -> Any:

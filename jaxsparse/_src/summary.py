@@ -69,7 +69,7 @@ class Summary:
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(5)]
     fmt = lambda row: "  ".join(
         c.ljust(w) if i < 2 else c.rjust(w)
-        for i, (c, w) in enumerate(zip(row, widths)))
+        for i, (c, w) in enumerate(zip(row, widths, strict=False)))
     sep = "-" * len(fmt(head))
     return "\n".join([fmt(head), sep, *map(fmt, body[:-2]), sep,
                       *map(fmt, body[-2:])])
@@ -93,7 +93,7 @@ def summary(params: Any, masks: Any = None) -> Summary:
     mflat = jax.tree.leaves(masks, is_leaf=masks_lib._is_none)  # pylint: disable=protected-access
   else:
     mflat = [None] * len(flat)
-  for (path, leaf), m in zip(flat, mflat):
+  for (path, leaf), m in zip(flat, mflat, strict=False):
     x = np.asarray(masks_lib._leaf_value(leaf))  # pylint: disable=protected-access
     if m is not None:
       zeros, pruned = int(np.sum(~np.asarray(m, bool))), True
