@@ -201,8 +201,9 @@ class ModelFns:
   loss: Callable[[Any, dict[str, jax.Array]], jax.Array]  # (params, batch)
   apply: Callable[[Any, jax.Array], jax.Array]  # (params, images) -> logits
   input_shape: tuple[int, ...]
-  train_images: np.ndarray
-  train_labels: np.ndarray
+  # () -> {"image", "label"} arrays of the training split; called only by
+  # the methods that score on data (SNIP, GraSP).
+  train_data: Callable[[], dict[str, np.ndarray]]
 
 
 def budget_of(config: ml_collections.ConfigDict, params: Any):
@@ -260,8 +261,9 @@ def pai_masks(config: ml_collections.ConfigDict, params: Any,
     return jaxsparse.synflow_masks(
         fns.apply, params, fns.input_shape, p.sparsity, rounds=p.pai_rounds,
         allocation=allocation, structure=structure)
+  data = fns.train_data()
   x, y = jaxsparse.class_balanced_batch(
-      fns.train_images, fns.train_labels, p.pai_samples_per_class,
+      data["image"], data["label"], p.pai_samples_per_class,
       seed=config.seed)
   x, y = jnp.asarray(x), jnp.asarray(y)
   if p.method == "snip":
@@ -281,10 +283,7 @@ def _ste(config, total_steps, params) -> Method:
   kwargs = dict(structure=make_structure(p), allocation=make_allocation(p),
                 score=PRUNE_SCORES[p.score])
   base_key = jax.random.PRNGKey(config.seed)
-  lam = float(p.srste_lambda)
-  for path, leaf in jax.tree_util.tree_flatten_with_path(
-      jaxsparse.ones_masks(params))[0]:
-    kwargs["structure"].validate(jax.tree_util.keystr(path), leaf.shape)
+  lam = float(p.srste_lambda)  # `ste_masks` validates the structure.
 
   def masks(trainable, opt_state, step):
     del opt_state

@@ -113,7 +113,7 @@ def init_model(config: ml_collections.ConfigDict):
   return nnx.split(model, nnx.Param, ...)
 
 
-def model_fns(config, graphdef, rest, train_arrays) -> methods_lib.ModelFns:
+def model_fns(config, graphdef, rest, train_data) -> methods_lib.ModelFns:
   """Inference-mode loss and apply functions of the model's params."""
   input_shape, _ = data_lib.dataset_info(config.dataset)
 
@@ -127,7 +127,7 @@ def model_fns(config, graphdef, rest, train_arrays) -> methods_lib.ModelFns:
 
   return methods_lib.ModelFns(
       loss=loss, apply=apply, input_shape=tuple(input_shape),
-      train_images=train_arrays["image"], train_labels=train_arrays["label"])
+      train_data=train_data)
 
 
 def train_and_evaluate(
@@ -154,7 +154,8 @@ def train_and_evaluate(
   steps_per_epoch = len(train_src) // config.batch_size
   total = config.num_steps if config.num_steps > 0 else (
       config.num_epochs * steps_per_epoch)
-  fns = model_fns(config, graphdef, rest, data_lib.to_arrays(train_src))
+  fns = model_fns(config, graphdef, rest,
+                  lambda: data_lib.to_arrays(train_src))  # only if needed
   method = methods_lib.build(config, total, params, fns, initial_masks)
   opt_state = method.tx.init(method.trainable)
   if start_step:

@@ -60,7 +60,8 @@ def test_every_config_builds_and_takes_a_step(name):
   rng = np.random.RandomState(0)
   x = rng.rand(30, 8, 8, 1).astype(np.float32)
   y = np.repeat(np.arange(10), 3).astype(np.int32)
-  fns = train.model_fns(config, graphdef, rest, {"image": x, "label": y})
+  fns = train.model_fns(config, graphdef, rest,
+                        lambda: {"image": x, "label": y})
   p = config.pruning
   for method in (config.get("sweep_methods") or [p.method]):
     c = ml_collections.ConfigDict(config.to_dict())
