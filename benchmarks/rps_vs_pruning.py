@@ -227,7 +227,7 @@ def run(method, compression, seed, data, args, lr):
 
   state = tx.init(params)
   if pruned and method != "mag-gradual":
-    state = state._replace(masks=masks)
+    state = jaxsparse.replace_masks(state, masks)
   step = train_step(step_key, tx, fn)
   for xb, yb in batches(xtr, ytr, args.batch, args.steps, seed):
     params, state, loss = step(params, state, xb, yb)

@@ -11,6 +11,7 @@ from jaxsparse._src.allocation import (
     global_,
     uniform,
 )
+from jaxsparse._src.bits import pack_masks, replace_masks, unpack_masks
 from jaxsparse._src.dst import (
     DSTState,
     constant_drop_fraction,
@@ -98,6 +99,9 @@ from jaxsparse._src.threshold import (
 __version__ = "0.1.0"
 
 __all__ = (
+    "pack_masks",
+    "unpack_masks",
+    "replace_masks",
     "ste_mask",
     "ste_masks",
     "straight_through",

@@ -38,6 +38,7 @@ import optax
 from jax import lax
 
 from jaxsparse._src import allocation as alloc_lib
+from jaxsparse._src import bits as bits_lib
 from jaxsparse._src import masks as masks_lib
 from jaxsparse._src import prune as prune_lib
 from jaxsparse._src import schedules as sched_lib
@@ -57,6 +58,9 @@ class DSTState(NamedTuple):
   masks: Any  # like params: bool arrays, None for dense leaves.
   key: jax.Array  # shape=(2,), uint32: PRNG key (drop noise, SET growth).
   inner_state: Any  # state of the wrapped optimizer.
+  # `masks` bit-packed (`jaxsparse.pack_masks`): what each step reads. Kept
+  # equal to `masks`; replace both with `jaxsparse.replace_masks`.
+  mask_bits: Any
 
 
 def cosine_drop_fraction(alpha: float, end_step: int) -> DropFractionFn:
@@ -109,7 +113,7 @@ def _hash_uniform(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return ((h >> 8).astype(jnp.float32) * (2.0**-24)).reshape(shape)
 
 
-def _drop_grow(params, grads, masks, frac, key, *, method, noise_std):
+def _drop_grow(params, grads, masks, bits, frac, key, *, method, noise_std):
   """New masks: per layer, drop n_prune active entries, grow n_prune.
 
   Both selections are exact per-layer counts (`threshold`'s k-smallest).
@@ -117,15 +121,24 @@ def _drop_grow(params, grads, masks, frac, key, *, method, noise_std):
   flat_m, treedef = jax.tree.flatten(masks, is_leaf=_is_none)
   flat_p = treedef.flatten_up_to(params)
   flat_g = None if grads is None else treedef.flatten_up_to(grads)
+  flat_b = treedef.flatten_up_to(bits)
   idx = [i for i, m in enumerate(flat_m) if m is not None]
   if not idx:
     return masks
   seeds = jax.random.bits(key, (2, len(idx)), jnp.uint32)
   frac = jnp.asarray(frac, jnp.float32)
   new = list(flat_m)
+  done = None
   for j, i in enumerate(idx):
     m, p = flat_m[i], flat_p[i]
-    n_active = jnp.sum(m, dtype=jnp.int32)
+    g = None if flat_g is None else flat_g[i]
+    if done is not None:
+      # One layer at a time: the selections' key-sized scratch is reused
+      # instead of living side by side (it would push a step's scratch
+      # past what the allocator keeps between steps, on CPU).
+      _, m, p, g = lax.optimization_barrier((done, m, p, g))
+    # Counted on the packed copy: an eighth of the reads, no int32 copy.
+    n_active = jnp.sum(lax.population_count(flat_b[i]), dtype=jnp.int32)
     n_prune = jnp.floor(n_active.astype(jnp.float32) * frac).astype(jnp.int32)
     n_prune = jnp.clip(n_prune, 0, n_active)
     score = jnp.abs(p).astype(jnp.float32)
@@ -140,13 +153,13 @@ def _drop_grow(params, grads, masks, frac, key, *, method, noise_std):
         (m.size - n_active + n_prune)[None])
     # Grow: the top n_prune of the entries not kept.
     if method == "rigl":
-      score = jnp.abs(flat_g[i]).astype(jnp.float32)
+      score = jnp.abs(g).astype(jnp.float32)
     else:
       score = _hash_uniform(seeds[1, j], m.shape)
     (grown,) = threshold.smallest_k_per_leaf(
         [threshold.sortable_key(jnp.where(kept, -jnp.inf, score))],
         (m.size - n_prune)[None])
-    new[i] = kept | grown
+    new[i] = done = kept | grown
   return jax.tree.unflatten(treedef, new)
 
 
@@ -302,7 +315,7 @@ def dst(
       masks = random_masks(params, sub)
     return DSTState(
         count=jnp.zeros((), jnp.int32), masks=masks, key=key,
-        inner_state=inner.init(params))
+        inner_state=inner.init(params), mask_bits=bits_lib.pack_masks(masks))
 
   def is_update_step(step):
     return (step >= begin) & (step <= end) & ((step - begin) % every == 0)
@@ -314,61 +327,72 @@ def dst(
     updates, params = masks_lib.unwrap(updates), masks_lib.unwrap(params)
     masks_lib.check_masks(params, state.masks, "masks (in the DST state)")
     masks = state.masks
-    key, sub = jax.random.split(state.key)
     upd = is_update_step(state.count)
-    frac = frac_fn(state.count)
     zero = lambda x: jnp.zeros((), x.dtype)
+    where_mask = prune_lib._where_mask  # pylint: disable=protected-access
+
+    def moved(stepped, grads, method):
+      # Only here: the PRNG split and the drop/grow selections.
+      def fn():
+        key, sub = jax.random.split(state.key)
+        new = _drop_grow(stepped, grads, masks, state.mask_bits,
+                         frac_fn(state.count), sub,
+                         method=method, noise_std=noise_std)
+        return key, new, bits_lib.pack_masks(new)
+      return fn
+
+    unchanged = lambda: (state.key, masks, state.mask_bits)
+
+    def active_masks(new_bits):
+      # Entries active before and after the step: the masks themselves
+      # except on update steps. ANDed on the packed copies, so that each
+      # fused loop below reads two eighths of a byte per weight.
+      both = jax.tree.map(lambda a, b: None if a is None else a & b,
+                          state.mask_bits, new_bits, is_leaf=_is_none)
+      return bits_lib.unpack_masks(both, masks)
+
     if method == "rigl":
       # The mask update is the only work inside `lax.cond`; the optimizer
-      # step always runs and is discarded on update steps, so that on other
-      # steps the masking fuses into the optimizer's elementwise update.
-      new_masks = lax.cond(
-          upd,
-          lambda: _drop_grow(params, updates, masks, frac, sub,
-                             method="rigl", noise_std=noise_std),
-          lambda: masks)
-      # One mask array serves the slot zeroing, the gradient masking and
-      # the projection below, so each fused loop reads one mask. Slots of
-      # inactive entries are 0 (zeroed when dropped, zero gradients since),
-      # so zeroing by `new_masks` clears exactly the dropped entries' slots
-      # and grown entries start from zero moments.
-      inner_in = _zero_slots(inner, state.inner_state, new_masks)
-      if freeze_optimizer_on_update:
-        grad_mask = new_masks  # the state does not take update steps' grads
-      else:
-        grad_mask = _both(masks, new_masks)  # grown entries: no gradient yet
-      grads = prune_lib._where_mask(grad_mask, updates, zero)  # pylint: disable=protected-access
+      # step always runs (and is discarded on update steps), so that the
+      # masking fuses into its elementwise loops. Each loop reads one
+      # bit-packed mask: `active`, the entries active before and after the
+      # step (the masks themselves except on update steps).
+      key, new_masks, new_bits = lax.cond(
+          upd, moved(params, updates, "rigl"), unchanged)
+      active = active_masks(new_bits)
+      # Slots of inactive entries are 0 (zeroed when dropped, zero gradients
+      # since), so zeroing outside `active` clears the dropped entries'
+      # slots and grown entries start from zero moments.
+      inner_in = _zero_slots(inner, state.inner_state, active)
+      grads = where_mask(active, updates, zero)
       out, inner_state = inner.update(grads, inner_in, params, **extra_args)
       if freeze_optimizer_on_update:
         inner_state = jax.tree.map(
             lambda old, new: jnp.where(upd, old, new).astype(new.dtype),
             inner_in, inner_state)
-      # Update steps: no optimizer step (by default its state is not
-      # advanced); kept weights stay, dropped and grown ones land on 0.
-      # Other steps: the projection of `prune`.
+      # Update steps: no optimizer step; weights active before and after
+      # keep their values, all others (dropped, grown, inactive) land on
+      # exactly 0. Other steps: the projection of `prune`.
       out = jax.tree.map(
-          lambda m0, m1, u, p: jnp.where(upd, zero(u), u) if m1 is None
-          else jnp.where(m1, jnp.where(upd, jnp.where(m0, zero(u), -p), u),
-                         -p),
-          masks, new_masks, out, params, is_leaf=_is_none)
+          lambda m, u, p: jnp.where(upd, zero(u), u) if m is None
+          else jnp.where(m, jnp.where(upd, zero(u), u), -p),
+          active, out, params, is_leaf=_is_none)
     else:
-      inner_in = _zero_slots(inner, state.inner_state, masks)
-      grads = prune_lib._where_mask(masks, updates, zero)  # pylint: disable=protected-access
+      step_masks = bits_lib.unpack_masks(state.mask_bits, masks)
+      inner_in = _zero_slots(inner, state.inner_state, step_masks)
+      grads = where_mask(step_masks, updates, zero)
       out, inner_state = inner.update(grads, inner_in, params, **extra_args)
       # SET: the optimizer step first, then the masks move on the new weights.
-      stepped = optax.apply_updates(params, _project(masks, out, params))
-      new_masks = lax.cond(
-          upd,
-          lambda: _drop_grow(stepped, None, masks, frac, sub, method="set",
-                             noise_std=noise_std),
-          lambda: masks)
-      keep = _both(masks, new_masks)
+      stepped = optax.apply_updates(params, _project(step_masks, out, params))
+      key, new_masks, new_bits = lax.cond(
+          upd, moved(stepped, None, "set"), unchanged)
+      keep = active_masks(new_bits)
       inner_state = _zero_slots(inner, inner_state, keep)
       # Inactive entries land on exactly 0; a weight dropped and regrown
       # keeps its value.
       out = _project(keep, out, params)
     return masks_lib.rewrap_like(wrapped, out), DSTState(
         count=optax.safe_increment(state.count), masks=new_masks, key=key,
-        inner_state=inner_state)
+        inner_state=inner_state, mask_bits=new_bits)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -10,6 +10,7 @@ import optax
 from jax import lax
 
 from jaxsparse._src import allocation as alloc_lib
+from jaxsparse._src import bits as bits_lib
 from jaxsparse._src import masks as masks_lib
 from jaxsparse._src import schedules as sched_lib
 from jaxsparse._src import scores as scores_lib
@@ -26,6 +27,9 @@ class PruneState(NamedTuple):
   masks: Any  # like params: bool arrays, None for dense leaves.
   key: jax.Array  # shape=(2,), uint32: PRNG key for random scores.
   inner_state: Any  # state of the wrapped optimizer (EmptyState if none).
+  # `masks` bit-packed (`jaxsparse.pack_masks`): what each step reads. Kept
+  # equal to `masks`; replace both with `jaxsparse.replace_masks`.
+  mask_bits: Any
 
 
 def compute_masks(
@@ -141,7 +145,8 @@ def prune(
     inner_state = optax.EmptyState() if inner is None else inner.init(params)
     return PruneState(
         count=jnp.zeros((), jnp.int32), masks=masks,
-        key=jax.random.PRNGKey(seed), inner_state=inner_state)
+        key=jax.random.PRNGKey(seed), inner_state=inner_state,
+        mask_bits=bits_lib.pack_masks(masks))
 
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
@@ -153,15 +158,19 @@ def prune(
     def on_update():
       # The key is split only here: non-update steps run no PRNG code.
       key, sub = jax.random.split(state.key)
-      return key, compute_masks(
+      masks = compute_masks(
           params, updates, state.masks, schedule.sparsity(state.count), sub,
           score=score, allocation=allocation, structure=structure)
+      return key, masks, bits_lib.pack_masks(masks)
 
-    key, new_masks = lax.cond(
+    key, new_masks, new_bits = lax.cond(
         schedule.is_update_step(state.count), on_update,
-        lambda: (state.key, state.masks))
+        lambda: (state.key, state.masks, state.mask_bits))
+    # The step reads the packed masks: an eighth of the memory traffic of
+    # the bool ones in each fused loop below.
+    step_masks = bits_lib.unpack_masks(new_bits, new_masks)
     zero = lambda x: jnp.zeros((), x.dtype)
-    grads = _where_mask(new_masks, updates, zero)
+    grads = _where_mask(step_masks, updates, zero)
     if inner is None:
       out, inner_state = grads, state.inner_state
     else:
@@ -174,15 +183,15 @@ def prune(
           inner,
           lambda s, m: s if m is None or not hasattr(s, "shape")
           or jnp.shape(s) != m.shape else jnp.where(m, s, zero(s)),
-          state.inner_state, new_masks)
+          state.inner_state, step_masks)
       out, inner_state = inner.update(
           grads, inner_state, params, **extra_args)
       # Land pruned weights on exactly 0.0: p + (-p) == 0 in IEEE floats.
       out = jax.tree.map(
           lambda m, u, p: u if m is None else jnp.where(m, u, -p),
-          new_masks, out, params, is_leaf=_is_none)
+          step_masks, out, params, is_leaf=_is_none)
     return masks_lib.rewrap_like(wrapped, out), PruneState(
         count=optax.safe_increment(state.count), masks=new_masks, key=key,
-        inner_state=inner_state)
+        inner_state=inner_state, mask_bits=new_bits)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
