@@ -57,6 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
   p.score = "magnitude"  # ste: magnitude | random
   p.srste_lambda = 0.0  # ste: SR-STE's lambda_W (2e-4 in the paper)
   p.drop_fraction = 0.3  # set/rigl: alpha (cosine decay to end_step)
+  # rigl: True = the optimizer state skips mask-update steps (as in the
+  # reference code), at a per-step cost; see `jaxsparse.dst`.
+  p.freeze_optimizer_on_update = False
   p.pai_rounds = 100  # synflow rounds
   p.pai_samples_per_class = 10  # snip/grasp batch
   p.mapper = "stable_rps"  # rps: hashednet | roast | stable_rps

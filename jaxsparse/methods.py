@@ -142,6 +142,8 @@ def make_tx(config: ml_collections.ConfigDict, total_steps: int,
         optimizer=opt, end_step=end_step(p, total_steps),
         allocation=make_allocation(p), drop_fraction=p.drop_fraction,
         update_every=p.frequency, begin_step=p.begin_step,
+        freeze_optimizer_on_update=bool(
+            p.get("freeze_optimizer_on_update", False)),
         initial_masks=initial_masks, seed=config.seed)
   if p.method in PRUNE_SCORES and initial_masks is None:
     return jaxsparse.prune(

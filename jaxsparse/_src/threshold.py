@@ -86,6 +86,29 @@ def _histogram(u, prefix, shift, width, nbits):
   return jnp.zeros((size,), jnp.int32).at[digit].add(1, mode="drop")
 
 
+def _first_ok_bin(hists, below, ok):
+  """First bin b with ok(counts at the top of b), or the last bin if none.
+
+  `hists` is [num_leaves, 2**w]; counts at the top of bin b are `below` plus
+  the histogram summed up to b. ok is monotone, so the bin is found in two
+  levels: first the row of sqrt(2**w) bins whose end is ok, then the bin in
+  that row; two short cumulative sums instead of one over every bin.
+  """
+  nbins = hists.shape[1]
+  width = nbins.bit_length() - 1
+  cols = 1 << (width // 2)
+  rows = nbins // cols
+  grid = hists.reshape(hists.shape[0], rows, cols)
+  row_ends = below[:, None] + jnp.cumsum(
+      jnp.sum(grid, axis=2, dtype=jnp.int32), axis=1, dtype=jnp.int32)
+  r = jnp.minimum(jnp.sum(~ok(row_ends), dtype=jnp.int32), rows - 1)
+  start = jnp.where(r > 0, row_ends[:, jnp.maximum(r - 1, 0)], below)
+  row = lax.dynamic_index_in_dim(grid, r, axis=1, keepdims=False)
+  counts = start[:, None] + jnp.cumsum(row, axis=1, dtype=jnp.int32)
+  c = jnp.minimum(jnp.sum(~ok(counts), dtype=jnp.int32), cols - 1)
+  return r * cols + c
+
+
 def _kth_radix(us, nbits, ok):
   """Radix select: one histogram pass per digit, most significant first."""
   n = sum(u.size for u in us)
@@ -97,9 +120,7 @@ def _kth_radix(us, nbits, ok):
     shift -= width
     hists = jnp.stack([_histogram(u, prefix, shift, width, nbits)
                        for u in us])
-    # counts(t) at the top of each bin of the current bucket.
-    counts = below[:, None] + jnp.cumsum(hists, axis=1, dtype=jnp.int32)
-    d = jnp.minimum(jnp.sum(~ok(counts), dtype=jnp.int32), (1 << width) - 1)
+    d = _first_ok_bin(hists, below, ok)
     bins = jnp.arange(1 << width, dtype=jnp.int32)
     below = below + jnp.sum(jnp.where(bins < d, hists, 0), axis=1,
                            dtype=jnp.int32)
