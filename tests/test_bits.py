@@ -79,7 +79,7 @@ def _check_bits(state):
   assert state.mask_bits["b1"] is None
 
 
-@pytest.mark.parametrize("kind", ["prune", "rigl", "set"])
+@pytest.mark.parametrize("kind", ["prune", "rigl"])
 def test_states_keep_the_packed_copy_equal_to_the_masks(kind):
   if kind == "prune":
     tx = jaxsparse.prune(
