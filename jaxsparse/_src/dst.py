@@ -172,12 +172,6 @@ def _drop_grow(params, grads, masks, bits, frac, key, *, method, noise_std):
   return jax.tree.unflatten(treedef, new)
 
 
-def _both(old, new):
-  """Entries active before and after a mask update (None if dense)."""
-  return jax.tree.map(
-      lambda a, b: None if a is None else a & b, old, new, is_leaf=_is_none)
-
-
 def _project(masks, out, params):
   """Updates that land every entry outside `masks` on exactly 0.0."""
   # p + (-p) == 0 exactly in IEEE floats.
