@@ -172,23 +172,6 @@ def _drop_grow(params, grads, masks, bits, frac, key, *, method, noise_std):
   return jax.tree.unflatten(treedef, new)
 
 
-def _project(masks, out, params):
-  """Updates that land every entry outside `masks` on exactly 0.0."""
-  # p + (-p) == 0 exactly in IEEE floats.
-  return jax.tree.map(
-      lambda m, u, p: u if m is None else jnp.where(m, u, -p),
-      masks, out, params, is_leaf=_is_none)
-
-
-def _zero_slots(inner, inner_state, keep):
-  """Zeroes the optimizer's param-shaped slots outside `keep`."""
-  def fn(s, m):
-    if m is None or not hasattr(s, "shape") or jnp.shape(s) != m.shape:
-      return s
-    return jnp.where(m, s, jnp.zeros((), s.dtype))
-  return optax.tree_utils.tree_map_params(inner, fn, inner_state, keep)
-
-
 def dst(
     method: str,
     sparsity: float | None,
@@ -336,7 +319,6 @@ def dst(
     masks = state.masks
     upd = is_update_step(state.count)
     zero = lambda x: jnp.zeros((), x.dtype)
-    where_mask = prune_lib._where_mask  # pylint: disable=protected-access
 
     def moved(stepped, grads, method):
       # Only here: the PRNG split and the drop/grow selections.
@@ -370,8 +352,8 @@ def dst(
       # Slots of inactive entries are 0 (zeroed when dropped, zero gradients
       # since), so zeroing outside `active` clears the dropped entries'
       # slots and grown entries start from zero moments.
-      inner_in = _zero_slots(inner, state.inner_state, active)
-      grads = where_mask(active, updates, zero)
+      inner_in = masks_lib.zero_slots(inner, state.inner_state, active)
+      grads = masks_lib.where_masked(active, updates, zero)
       out, inner_state = inner.update(grads, inner_in, params, **extra_args)
       if freeze_optimizer_on_update:
         inner_state = jax.tree.map(
@@ -386,18 +368,19 @@ def dst(
           active, out, params, is_leaf=_is_none)
     else:
       step_masks = bits_lib.unpack_masks(state.mask_bits, masks)
-      inner_in = _zero_slots(inner, state.inner_state, step_masks)
-      grads = where_mask(step_masks, updates, zero)
+      inner_in = masks_lib.zero_slots(inner, state.inner_state, step_masks)
+      grads = masks_lib.where_masked(step_masks, updates, zero)
       out, inner_state = inner.update(grads, inner_in, params, **extra_args)
       # SET: the optimizer step first, then the masks move on the new weights.
-      stepped = optax.apply_updates(params, _project(step_masks, out, params))
+      stepped = optax.apply_updates(
+          params, masks_lib.project_updates(step_masks, out, params))
       key, new_masks, new_bits = lax.cond(
           upd, moved(stepped, None, "set"), unchanged)
       keep = active_masks(new_bits)
-      inner_state = _zero_slots(inner, inner_state, keep)
+      inner_state = masks_lib.zero_slots(inner, inner_state, keep)
       # Inactive entries land on exactly 0; a weight dropped and regrown
       # keeps its value.
-      out = _project(keep, out, params)
+      out = masks_lib.project_updates(keep, out, params)
     return masks_lib.rewrap_like(wrapped, out), DSTState(
         count=optax.safe_increment(state.count), masks=new_masks, key=key,
         inner_state=inner_state, mask_bits=new_bits)

@@ -188,3 +188,36 @@ def sparsity(masks: Masks) -> jax.Array:
   zeros = sum(jnp.sum(~m) for m in leaves)
   total = sum(m.size for m in leaves)
   return zeros / total
+
+
+# --- Helpers of the optimizer wrappers (`prune`, `dst`). ---------------------
+
+
+def where_masked(masks: Masks, tree: Any, off: Callable[[Any], Any]) -> Any:
+  """Where the mask is False, `off(leaf)`; dense leaves pass through."""
+  return jax.tree.map(
+      lambda m, x: x if m is None else jnp.where(m, x, off(x)),
+      masks, tree, is_leaf=_is_none)
+
+
+def project_updates(masks: Masks, updates: Any, params: Params) -> Any:
+  """Updates that land every entry outside `masks` on exactly 0.0.
+
+  p + (-p) == 0 exactly in IEEE floats.
+  """
+  return jax.tree.map(
+      lambda m, u, p: u if m is None else jnp.where(m, u, -p),
+      masks, updates, params, is_leaf=_is_none)
+
+
+def zero_slots(optimizer: optax.GradientTransformation, opt_state: Any,
+               masks: Masks) -> Any:
+  """Zeroes `optimizer`'s param-shaped slots outside `masks`.
+
+  Uses `optax.tree_utils.tree_map_params`, so any optax optimizer works.
+  """
+  def fn(s, m):
+    if m is None or not hasattr(s, "shape") or jnp.shape(s) != m.shape:
+      return s
+    return jnp.where(m, s, jnp.zeros((), s.dtype))
+  return optax.tree_utils.tree_map_params(optimizer, fn, opt_state, masks)

@@ -75,13 +75,6 @@ def compute_masks(
   return jax.tree.unflatten(treedef, new)
 
 
-def _where_mask(masks, tree, off):
-  """Where the mask is False, `off(leaf)`; dense leaves pass through."""
-  return jax.tree.map(
-      lambda m, x: x if m is None else jnp.where(m, x, off(x)),
-      masks, tree, is_leaf=_is_none)
-
-
 def prune(
     sparsity: float | sched_lib.PruningSchedule,
     *,
@@ -170,7 +163,7 @@ def prune(
     # the bool ones in each fused loop below.
     step_masks = bits_lib.unpack_masks(new_bits, new_masks)
     zero = lambda x: jnp.zeros((), x.dtype)
-    grads = _where_mask(step_masks, updates, zero)
+    grads = masks_lib.where_masked(step_masks, updates, zero)
     if inner is None:
       out, inner_state = grads, state.inner_state
     else:
@@ -179,17 +172,11 @@ def prune(
       # Zeroing after would leave two consumers of the new slots (the
       # update and the stored state), which XLA recomputes from the old
       # slots and, with donated buffers, has to copy first.
-      inner_state = optax.tree_utils.tree_map_params(
-          inner,
-          lambda s, m: s if m is None or not hasattr(s, "shape")
-          or jnp.shape(s) != m.shape else jnp.where(m, s, zero(s)),
-          state.inner_state, step_masks)
+      inner_state = masks_lib.zero_slots(inner, state.inner_state, step_masks)
       out, inner_state = inner.update(
           grads, inner_state, params, **extra_args)
-      # Land pruned weights on exactly 0.0: p + (-p) == 0 in IEEE floats.
-      out = jax.tree.map(
-          lambda m, u, p: u if m is None else jnp.where(m, u, -p),
-          step_masks, out, params, is_leaf=_is_none)
+      # Land pruned weights on exactly 0.0.
+      out = masks_lib.project_updates(step_masks, out, params)
     return masks_lib.rewrap_like(wrapped, out), PruneState(
         count=optax.safe_increment(state.count), masks=new_masks, key=key,
         inner_state=inner_state, mask_bits=new_bits)
