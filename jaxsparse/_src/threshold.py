@@ -40,10 +40,18 @@ def sortable_key(x: jax.Array) -> jax.Array:
 # --- Selection of the k-th smallest key. ------------------------------------
 #
 # Keys are handled as uint32 `u` (int32 key with the sign bit flipped, same
-# order) below 2**nbits. `ok(c)` is a monotone predicate on per-leaf counts
-# c[i] = #{u_i <= t}, vectorised over a trailing axis: c has shape
-# [num_leaves, m] and ok returns bool[m]. `_kth` returns the smallest t with
-# ok(counts(t)), and per leaf the counts of entries < t and == t.
+# order) below 2**nbits. Each search runs for all leaves at once: `ok(c)` is
+# a monotone predicate on per-leaf counts c[i] = #{u_i <= t_i}, vectorised
+# over a trailing axis: c has shape [num_leaves, m] and ok returns bool of
+# shape [num_leaves, m] (one threshold per leaf) or [m] (one threshold
+# shared by all leaves, e.g. a global ranking). `_kth` returns per leaf the
+# smallest t with ok, and the counts of entries < t and == t.
+#
+# Every histogram pass and every reduction below serves all leaves, so the
+# program size does not grow with the number of leaves times the number of
+# passes. This matters beyond compile time: a mask update sits in a
+# `lax.cond` of the training step, and on CPU each step pays for the
+# untaken branch's buffers (one per reduction) when it starts.
 
 _SIGN = 0x80000000
 _MAX_DIGIT_BITS = 16
@@ -74,6 +82,11 @@ def _digit_widths(nbits: int, n: int, num_hists: int) -> list[int]:
   return [base + (1 if i < extra else 0) for i in range(levels)]
 
 
+def _batched_ok(ok, c):
+  """ok(c) as bool[num_leaves, m] (a shared predicate is broadcast)."""
+  return jnp.broadcast_to(ok(c), c.shape)
+
+
 def _histogram(u, prefix, shift, width, nbits):
   """Counts of each digit (u >> shift) % 2**width, among the entries whose
   bits above the digit equal those of `prefix` (a scatter-add, i.e. a sum
@@ -87,12 +100,13 @@ def _histogram(u, prefix, shift, width, nbits):
 
 
 def _first_ok_bin(hists, below, ok):
-  """First bin b with ok(counts at the top of b), or the last bin if none.
+  """Per leaf, the first bin b with ok(counts at the top of b), or the last.
 
   `hists` is [num_leaves, 2**w]; counts at the top of bin b are `below` plus
   the histogram summed up to b. ok is monotone, so the bin is found in two
   levels: first the row of sqrt(2**w) bins whose end is ok, then the bin in
   that row; two short cumulative sums instead of one over every bin.
+  Returns the bin, and per leaf the counts below it and in it.
   """
   nbins = hists.shape[1]
   width = nbins.bit_length() - 1
@@ -101,30 +115,32 @@ def _first_ok_bin(hists, below, ok):
   grid = hists.reshape(hists.shape[0], rows, cols)
   row_ends = below[:, None] + jnp.cumsum(
       jnp.sum(grid, axis=2, dtype=jnp.int32), axis=1, dtype=jnp.int32)
-  r = jnp.minimum(jnp.sum(~ok(row_ends), dtype=jnp.int32), rows - 1)
-  start = jnp.where(r > 0, row_ends[:, jnp.maximum(r - 1, 0)], below)
-  row = lax.dynamic_index_in_dim(grid, r, axis=1, keepdims=False)
+  r = jnp.minimum(
+      jnp.sum(~_batched_ok(ok, row_ends), axis=1, dtype=jnp.int32), rows - 1)
+  prev = jnp.take_along_axis(row_ends, jnp.maximum(r - 1, 0)[:, None], 1)
+  start = jnp.where(r > 0, prev[:, 0], below)
+  row = jnp.take_along_axis(grid, r[:, None, None], axis=1)[:, 0]
   counts = start[:, None] + jnp.cumsum(row, axis=1, dtype=jnp.int32)
-  c = jnp.minimum(jnp.sum(~ok(counts), dtype=jnp.int32), cols - 1)
-  return r * cols + c
+  c = jnp.minimum(
+      jnp.sum(~_batched_ok(ok, counts), axis=1, dtype=jnp.int32), cols - 1)
+  # Read off, not summed again: the count at the top of the bin and the bin.
+  top = jnp.take_along_axis(counts, c[:, None], axis=1)[:, 0]
+  room = jnp.take_along_axis(row, c[:, None], axis=1)[:, 0]
+  return r * cols + c, top - room, room
 
 
 def _kth_radix(us, nbits, ok):
   """Radix select: one histogram pass per digit, most significant first."""
   n = sum(u.size for u in us)
-  prefix = jnp.zeros((), jnp.uint32)
+  prefix = jnp.zeros((len(us),), jnp.uint32)
   below = jnp.zeros((len(us),), jnp.int32)
   room = below
   shift = nbits
   for width in _digit_widths(nbits, n, len(us)):
     shift -= width
-    hists = jnp.stack([_histogram(u, prefix, shift, width, nbits)
-                       for u in us])
-    d = _first_ok_bin(hists, below, ok)
-    bins = jnp.arange(1 << width, dtype=jnp.int32)
-    below = below + jnp.sum(jnp.where(bins < d, hists, 0), axis=1,
-                           dtype=jnp.int32)
-    room = jnp.sum(jnp.where(bins == d, hists, 0), axis=1, dtype=jnp.int32)
+    hists = jnp.stack([_histogram(u, prefix[i], shift, width, nbits)
+                       for i, u in enumerate(us)])
+    d, below, room = _first_ok_bin(hists, below, ok)
     prefix = prefix | (d.astype(jnp.uint32) << shift)
   return prefix, below, room
 
@@ -141,25 +157,27 @@ def _count_many(u, ts):
 def _kth_pivots(us, nbits, ok, width=_PIVOT_BITS):
   """Counting search: each pass counts the keys below 2**width - 1 pivots
   (bin tops of the current bucket) with one variadic sum, no scatter."""
-  prefix = jnp.zeros((), jnp.uint32)
+  prefix = jnp.zeros((len(us),), jnp.uint32)
   shift = nbits
   while shift > 0:
     w = min(width, shift)
     shift -= w
     low = jnp.uint32((1 << shift) - 1)
-    tops = [prefix | (jnp.uint32(j) << shift) | low
-            for j in range((1 << w) - 1)]
-    counts = jnp.stack([_count_many(u, tops) for u in us])
-    d = jnp.sum(~ok(counts), dtype=jnp.int32)
+    counts = jnp.stack([
+        _count_many(u, [prefix[i] | (jnp.uint32(j) << shift) | low
+                        for j in range((1 << w) - 1)])
+        for i, u in enumerate(us)])
+    d = jnp.sum(~_batched_ok(ok, counts), axis=1, dtype=jnp.int32)
     prefix = prefix | (d.astype(jnp.uint32) << shift)
-  lt_eq = [_count_many(u, [prefix - 1, prefix]) for u in us]
-  below = jnp.stack([jnp.where(prefix > 0, c[0], 0) for c in lt_eq])
-  room = jnp.stack([c[1] for c in lt_eq]) - below
+  lt_eq = jnp.stack([_count_many(u, [prefix[i] - 1, prefix[i]])
+                     for i, u in enumerate(us)])
+  below = jnp.where(prefix > 0, lt_eq[:, 0], 0)
+  room = lt_eq[:, 1] - below
   return prefix, below, room
 
 
 def _kth(us, nbits, ok):
-  """Smallest t with ok(counts(t)); per-leaf counts of u < t and u == t.
+  """Per leaf, the smallest t with ok(counts(t)); counts of u < t, u == t.
 
   Radix select with scatter-add histograms (2 passes for 32-bit keys on
   large leaves); on TPU, where big scatters are slow, a counting search
@@ -190,26 +208,26 @@ def _keep_masks(keys, t, room, take):
 
   `room[i]` is the count of keys == t[i]. Only where a cut falls inside a
   run of ties (0 < take < room) is the position of the take-th tied key
-  searched, the same way as the threshold, among the tied keys' positions.
+  searched, the same way as the threshold, among the tied keys' positions
+  (one search for all leaves, skipped when no leaf needs it).
   """
-  out = []
-  for i, k in enumerate(keys):
-    n = k.size
+  sizes = [k.size for k in keys]
+  need = (take > 0) & (take < room)
+  # Position of the last tied key to prune: none, all, or the cut.
+  default = jnp.where(take > 0, jnp.asarray(sizes, jnp.int32), -1)
 
-    def cut(k=k, i=i, n=n):
-      # Recomputed here so that no key-sized array becomes a cond operand.
-      pos = jnp.where(k == t[i], _flat_index(k.shape), n).astype(jnp.uint32)
-      p, _, _ = _kth([pos], max(1, n.bit_length()),
-                     lambda c, i=i: c[0] >= take[i])
-      return p.astype(jnp.int32)
+  def cut():
+    # Positions are recomputed here so that no key-sized array becomes a
+    # cond operand.
+    pos = [jnp.where(k == t[i], _flat_index(k.shape), k.size)
+           .astype(jnp.uint32) for i, k in enumerate(keys)]
+    p, _, _ = _kth(pos, max(1, max(sizes).bit_length()),
+                   lambda c: c >= take[:, None])
+    return jnp.where(need, p.astype(jnp.int32), default)
 
-    # Position of the last tied key to prune: none, all, or the cut.
-    default = jnp.where(take[i] > 0, jnp.int32(n), jnp.int32(-1))
-    last = lax.cond((take[i] > 0) & (take[i] < room[i]), cut,
-                    lambda default=default: default)
-    prune = (k < t[i]) | ((k == t[i]) & (_flat_index(k.shape) <= last))
-    out.append(~prune)
-  return out
+  last = lax.cond(jnp.any(need), cut, lambda: default)
+  return [~((k < t[i]) | ((k == t[i]) & (_flat_index(k.shape) <= last[i])))
+          for i, k in enumerate(keys)]
 
 
 def smallest_k_per_leaf(
@@ -218,16 +236,12 @@ def smallest_k_per_leaf(
   keys = list(keys)
   if not keys:
     return []
-  ks = jnp.asarray(ks, jnp.int32)
-  ts, rooms, takes = [], [], []
-  for i, k in enumerate(keys):
-    ki = jnp.clip(ks[i], 0, k.size)
-    u, below, room = _kth([_unsigned(k)], 32, lambda c, ki=ki: c[0] >= ki)
-    ts.append(_signed(u))
-    rooms.append(room[0])
-    # ki == 0: t is the smallest possible key, below = 0 and take = 0.
-    takes.append(ki - below[0])
-  return _keep_masks(keys, jnp.stack(ts), jnp.stack(rooms), jnp.stack(takes))
+  sizes = jnp.asarray([k.size for k in keys], jnp.int32)
+  ks = jnp.clip(jnp.asarray(ks, jnp.int32), 0, sizes)
+  u, below, room = _kth([_unsigned(k) for k in keys], 32,
+                        lambda c: c >= ks[:, None])
+  # ks == 0: t is the smallest possible key, below = 0 and take = 0.
+  return _keep_masks(keys, _signed(u), room, ks - below)
 
 
 def _global_threshold(keys, k, caps):
@@ -238,7 +252,7 @@ def _global_threshold(keys, k, caps):
   else:
     ok = lambda c: jnp.sum(jnp.minimum(c, caps[:, None]), axis=0) >= k
   u, below, room = _kth(us, 32, ok)
-  return _signed(u), below, room
+  return _signed(u[0]), below, room
 
 
 def global_counts(
