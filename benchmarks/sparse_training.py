@@ -323,8 +323,9 @@ def overhead(args):
   """RigL step cost vs a dense adam step, with `step_overhead.py`'s harness.
 
   Same model (MLP 784-1024-1024-10, batch 128, adam), jitted step with
-  donated buffers and the step count set inside the step; one compiled
-  RigL step serves both the update and the non-update variants. The
+  donated buffers, the step count reset before each call (outside the
+  jitted step); one compiled RigL step serves both the update and the
+  non-update variants. The
   `frozen_*` variants use `freeze_optimizer_on_update=True`.
   """
   import step_overhead as so  # same batch, step and runner.
@@ -343,18 +344,18 @@ def overhead(args):
                        update_every=every, freeze_optimizer_on_update=freeze)
 
   rigl_tx, adv_tx = rigl(False), rigl(True)
-  c_upd = jnp.asarray(2 * every, jnp.int32)
-  c_non = jnp.asarray(2 * every + every // 2, jnp.int32)
-  dense_step = so.make_step(dense_tx, set_count=False)
-  rigl_step = so.make_step(rigl_tx, set_count=True)
-  adv_step = so.make_step(adv_tx, set_count=True)
+  c_upd = 2 * every
+  c_non = 2 * every + every // 2
+  dense_step = so.make_step(dense_tx)
+  rigl_step = so.make_step(rigl_tx)
+  adv_step = so.make_step(adv_tx)
 
   def sparse_start(tx):
     state = tx.init(params)
     return masks_lib.apply_masks(so.copy_tree(params), state.masks), state
 
   dense = so.Runner(dense_step, so.copy_tree(params), dense_tx.init(params),
-                    x, y, c_non)
+                    x, y)
   nonupdate = so.Runner(rigl_step, *sparse_start(rigl_tx), x, y, c_non)
   update = so.Runner(rigl_step, *sparse_start(rigl_tx), x, y, c_upd)
   adv_non = so.Runner(adv_step, *sparse_start(adv_tx), x, y, c_non)
