@@ -127,48 +127,51 @@ def _drop_grow(params, grads, masks, bits, frac, key, *, method, noise_std):
     return masks
   seeds = jax.random.bits(key, (2, len(idx)), jnp.uint32)
   frac = jnp.asarray(frac, jnp.float32)
-  new = list(flat_m)
-  for j, i in enumerate(idx):
-    m, p, b = flat_m[i], flat_p[i], flat_b[i]
-    g = None if flat_g is None else flat_g[i]
-    # Counted on the packed copy: an eighth of the reads, no int32 copy.
-    n_active = jnp.sum(lax.population_count(b), dtype=jnp.int32)
-    n_prune = jnp.floor(n_active.astype(jnp.float32) * frac).astype(jnp.int32)
-    n_prune = jnp.clip(n_prune, 0, n_active)
+  ms = [flat_m[i] for i in idx]
+  sizes = jnp.asarray([m.size for m in ms], jnp.int32)
+  # Counted on the packed copies: an eighth of the reads, no int32 copy.
+  n_active = jnp.stack([
+      jnp.sum(lax.population_count(flat_b[i]), dtype=jnp.int32) for i in idx])
+  n_prune = jnp.floor(n_active.astype(jnp.float32) * frac).astype(jnp.int32)
+  n_prune = jnp.clip(n_prune, 0, n_active)
 
-    def drop(m=m, p=p, j=j, n_active=n_active, n_prune=n_prune):
-      score = jnp.abs(p).astype(jnp.float32)
+  def drop():
+    # Prune all inactive entries and n_prune active ones, i.e. keep the
+    # top n_active - n_prune active entries of each layer.
+    keys = []
+    for j, i in enumerate(idx):
+      score = jnp.abs(flat_p[i]).astype(jnp.float32)
       if noise_std:
         # Uniform noise with standard deviation noise_std (tie-breaking).
-        u = _hash_uniform(seeds[0, j], m.shape)
+        u = _hash_uniform(seeds[0, j], flat_m[i].shape)
         score = score + (noise_std * math.sqrt(12.0)) * (u - 0.5)
-      # Prune all inactive entries and n_prune active ones, i.e. keep the
-      # top n_active - n_prune active entries.
-      (kept,) = threshold.smallest_k_per_leaf(
-          [threshold.sortable_key(jnp.where(m, score, -jnp.inf))],
-          (m.size - n_active + n_prune)[None])
-      return kept
+      keys.append(threshold.sortable_key(jnp.where(flat_m[i], score, -jnp.inf)))
+    return threshold.smallest_k_per_leaf(keys, sizes - n_active + n_prune)
 
-    def grow(kept, m=m, g=g, j=j, n_prune=n_prune):
-      # The top n_prune of the entries not kept.
+  def grow(kept):
+    # The top n_prune of each layer's entries not kept.
+    keys = []
+    for j, i in enumerate(idx):
       if method == "rigl":
-        score = jnp.abs(g).astype(jnp.float32)
+        score = jnp.abs(flat_g[i]).astype(jnp.float32)
       else:
-        score = _hash_uniform(seeds[1, j], m.shape)
-      (grown,) = threshold.smallest_k_per_leaf(
-          [threshold.sortable_key(jnp.where(kept, -jnp.inf, score))],
-          (m.size - n_prune)[None])
-      return kept | grown
+        score = _hash_uniform(seeds[1, j], flat_m[i].shape)
+      keys.append(threshold.sortable_key(jnp.where(kept[j], -jnp.inf, score)))
+    grown = threshold.smallest_k_per_leaf(keys, sizes - n_prune)
+    return [k | g for k, g in zip(kept, grown, strict=True)]
 
-    # Each selection runs inside its own `lax.cond` (skipped when the layer
-    # moves nothing): XLA then runs them one after the other, and their
-    # key-sized scratch is reused instead of living side by side, which
-    # keeps a training step's scratch small (on CPU, scratch above 32 MiB
-    # is mapped afresh by glibc at every step, non-update steps included).
-    moves = n_prune > 0
-    kept = lax.cond(moves, drop, lambda m=m: m)
-    new[i] = lax.cond(moves, lambda grow=grow, kept=kept: grow(kept),
-                      lambda kept=kept: kept)
+  # One selection serves all layers (see `threshold`), so the update's
+  # program does not grow with the layer count; drop and grow each run in
+  # their own `lax.cond` (skipped when no layer moves anything), so XLA runs
+  # them one after the other and their key-sized scratch is reused, which
+  # keeps a training step's scratch small (on CPU, scratch above 32 MiB is
+  # mapped afresh by glibc at every step, non-update steps included).
+  moves = jnp.any(n_prune > 0)
+  kept = lax.cond(moves, drop, lambda: ms)
+  moved = lax.cond(moves, lambda: grow(kept), lambda: kept)
+  new = list(flat_m)
+  for i, m in zip(idx, moved, strict=True):
+    new[i] = m
   return jax.tree.unflatten(treedef, new)
 
 
