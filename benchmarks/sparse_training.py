@@ -354,34 +354,49 @@ def overhead(args):
     state = tx.init(params)
     return masks_lib.apply_masks(so.copy_tree(params), state.masks), state
 
-  dense = so.Runner(dense_step, so.copy_tree(params), dense_tx.init(params),
-                    x, y)
-  nonupdate = so.Runner(rigl_step, *sparse_start(rigl_tx), x, y, c_non)
-  update = so.Runner(rigl_step, *sparse_start(rigl_tx), x, y, c_upd)
-  adv_non = so.Runner(adv_step, *sparse_start(adv_tx), x, y, c_non)
-  adv_upd = so.Runner(adv_step, *sparse_start(adv_tx), x, y, c_upd)
+  k = max(1, args.replicas)
+
+  def replicas(make):
+    return [make() for _ in range(k)]
+
+  dense = replicas(lambda: so.Runner(
+      dense_step, so.copy_tree(params), dense_tx.init(params), x, y))
+  dense_b = replicas(lambda: so.Runner(
+      dense_step, so.copy_tree(params), dense_tx.init(params), x, y))
+  nonupdate = replicas(lambda: so.Runner(
+      rigl_step, *sparse_start(rigl_tx), x, y, c_non))
+  update = replicas(lambda: so.Runner(
+      rigl_step, *sparse_start(rigl_tx), x, y, c_upd))
+  adv_non = replicas(lambda: so.Runner(
+      adv_step, *sparse_start(adv_tx), x, y, c_non))
+  adv_upd = replicas(lambda: so.Runner(
+      adv_step, *sparse_start(adv_tx), x, y, c_upd))
   _timing.log("compiling ...")
-  before = jax.tree.map(jnp.copy, update.state.masks)
-  for r in (dense, nonupdate, update, adv_non, adv_upd):
+  before = jax.tree.map(jnp.copy, update[0].state.masks)
+  for r in dense + dense_b + nonupdate + update + adv_non + adv_upd:
     jax.block_until_ready(r())
   assert rigl_step._cache_size() == 1, "update/non-update must share code"
   moved = sum(int(v) for v in jax.tree.leaves(
-      dst_lib.mask_hamming(before, update.state.masks)) if v is not None)
+      dst_lib.mask_hamming(before, update[0].state.masks)) if v is not None)
   assert moved > 0, "the update variant did not move the masks"
-  sp = float(masks_lib.sparsity(nonupdate.state.masks))
+  sp = float(masks_lib.sparsity(nonupdate[0].state.masks))
   _timing.log(f"mask sparsity {sp:.3f}; one update moved {moved} entries")
 
   rounds = args.rounds
-  _timing.log(f"timing {rounds} interleaved rounds ...")
+  _timing.log(f"timing {rounds} interleaved rounds, {k} replicas each ...")
   cpu: dict[str, list[float]] = {}
   times = _timing.interleaved(
-      {"dense": dense, "rigl_nonupdate": nonupdate, "rigl_update": update,
-       "frozen_nonupd": adv_non, "frozen_update": adv_upd},
+      {"dense": _timing.Cycle(dense), "dense_b": _timing.Cycle(dense_b),
+       "rigl_nonupdate": _timing.Cycle(nonupdate),
+       "rigl_update": _timing.Cycle(update),
+       "frozen_nonupd": _timing.Cycle(adv_non),
+       "frozen_update": _timing.Cycle(adv_upd)},
       rounds=rounds, cpu=cpu)
   med = {k: _timing.median_ms(v) for k, v in times.items()}
   med_cpu = {k: _timing.median_ms(v) for k, v in cpu.items()}
   print(f"MLP {'-'.join(map(str, so.SIZES))}, batch {so.BATCH}, adam; RigL "
-        f"90% ERK; {rounds} interleaved rounds; jax {jax.__version__} "
+        f"90% ERK; {rounds} interleaved rounds x {k} replicas; "
+        f"jax {jax.__version__} "
         f"{jax.default_backend()}")
   print(f"{'variant':<15} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} "
         f"{'ratio':>6} {'cpu ms':>8} {'cpu ratio':>9}")
@@ -406,7 +421,10 @@ def overhead(args):
           med["frozen_nonupd"] / med["dense"], 4),
       "frozen_update_ratio": round(
           med["frozen_update"] / med["dense"], 4),
+      # The same dense step, other replicas: the noise floor of the ratios.
+      "dense_aa_ratio": round(med["dense_b"] / med["dense"], 4),
       "rounds": rounds,
+      "replicas": k,
       "backend": jax.default_backend(),
   }))
 
@@ -419,7 +437,9 @@ def main():
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--lr", type=float, default=0.05)
   p.add_argument("--seeds", type=int, default=3)
-  p.add_argument("--rounds", type=int, default=150)
+  p.add_argument("--rounds", type=int, default=300)
+  p.add_argument("--replicas", type=int, default=3,
+                 help="overhead: replicas (own buffers) per variant")
   p.add_argument("--overhead-only", action="store_true")
   args = p.parse_args()
   if args.overhead_only:

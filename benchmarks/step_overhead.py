@@ -12,9 +12,14 @@ random data, `optax.adam(1e-3)`; each variant is one jitted step
 
 The variants are timed alternately over many rounds; medians of wall time
 are compared, and of process CPU time (all threads), which other processes
-on a shared host disturb far less. The last stdout line is one JSON object.
+on a shared host disturb far less. Each variant runs as `--replicas`
+replicas with their own buffers, called in turn (`_timing.Cycle`), and a
+second set of dense replicas gives `dense_aa_ratio`: the same compiled dense
+step against itself, the run's noise floor. The last stdout line is one
+JSON object.
 
 Run: .venv/bin/python benchmarks/step_overhead.py [--quick] [--rounds N]
+     [--replicas K]
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from _common import init_mlp, lecun_normal, xent  # noqa: E402
-from _timing import interleaved, log, median_ms, spread_ms  # noqa: E402
+from _timing import Cycle, interleaved, log, median_ms, spread_ms  # noqa: E402
 
 import jaxsparse  # noqa: E402
 
@@ -90,8 +95,11 @@ def main():
   parser.add_argument("--quick", action="store_true",
                       help="smoke run: few rounds")
   parser.add_argument("--rounds", type=int, default=None)
+  parser.add_argument("--replicas", type=int, default=3,
+                      help="replicas (own buffers) per variant")
   args = parser.parse_args()
-  rounds = args.rounds or (8 if args.quick else 150)
+  rounds = args.rounds or (8 if args.quick else 300)
+  k = max(1, args.replicas)
 
   key = jax.random.PRNGKey(0)
   kp, kx, ky = jax.random.split(key, 3)
@@ -112,26 +120,33 @@ def main():
   dense_step = make_step(dense_tx)
   sparse_step = make_step(sparse_tx)
 
-  dense = Runner(dense_step, copy_tree(params), dense_tx.init(params), x, y)
-  nonupdate = Runner(sparse_step, copy_tree(params),
-                     sparse_tx.init(params), x, y, UPDATE_COUNT)
-  # One update step first so the non-update variant runs on real masks.
-  jax.block_until_ready(nonupdate())
-  nonupdate.set_count(NONUPDATE_COUNT)
-  update = Runner(sparse_step, copy_tree(params),
-                  sparse_tx.init(params), x, y, UPDATE_COUNT)
+  def dense_runner():
+    return Runner(dense_step, copy_tree(params), dense_tx.init(params), x, y)
+
+  def sparse_runner(count):
+    r = Runner(sparse_step, copy_tree(params), sparse_tx.init(params), x, y,
+               UPDATE_COUNT)
+    # One update step first so a non-update variant runs on real masks.
+    jax.block_until_ready(r())
+    r.set_count(count)
+    return r
 
   log("compiling ...")
-  for r in (dense, nonupdate, update):
+  dense = [dense_runner() for _ in range(k)]
+  dense_b = [dense_runner() for _ in range(k)]
+  nonupdate = [sparse_runner(NONUPDATE_COUNT) for _ in range(k)]
+  update = [sparse_runner(UPDATE_COUNT) for _ in range(k)]
+  for r in dense + dense_b + nonupdate + update:
     jax.block_until_ready(r())
   assert sparse_step._cache_size() == 1, "update/non-update must share code"
-  sp = float(jaxsparse.sparsity(nonupdate.state.masks))
+  sp = float(jaxsparse.sparsity(nonupdate[0].state.masks))
   log(f"mask sparsity in the non-update variant: {sp:.3f}")
 
-  log(f"timing {rounds} interleaved rounds ...")
+  log(f"timing {rounds} interleaved rounds, {k} replicas per variant ...")
   cpu: dict[str, list[float]] = {}
   times = interleaved(
-      {"dense": dense, "nonupdate": nonupdate, "update": update},
+      {"dense": Cycle(dense), "dense_b": Cycle(dense_b),
+       "nonupdate": Cycle(nonupdate), "update": Cycle(update)},
       rounds=rounds, cpu=cpu)
   med = {k: median_ms(v) for k, v in times.items()}
   med_cpu = {k: median_ms(v) for k, v in cpu.items()}
@@ -152,7 +167,10 @@ def main():
       "nonupdate_cpu_ratio": round(
           med_cpu["nonupdate"] / med_cpu["dense"], 4),
       "update_cpu_ratio": round(med_cpu["update"] / med_cpu["dense"], 4),
+      # The same dense step, other replicas: the noise floor of the ratios.
+      "dense_aa_ratio": round(med["dense_b"] / med["dense"], 4),
       "rounds": rounds,
+      "replicas": k,
       "n_params": int(n_params),
       "backend": jax.default_backend(),
   }

@@ -128,7 +128,11 @@ def test_training_conserves_counts_zeros_and_resets_slots(method, freeze):
         # Slots of grown and dropped entries are zero right after the update.
         assert (s[grown] == 0).all(), (step, name)
         assert (s[dropped] == 0).all(), (step, name)
-        assert (s[~new_m[k]] == 0).all(), (step, name)
+        if method == "set":
+          assert (s[~new_m[k]] == 0).all(), (step, name)
+        # RigL with an elementwise optimizer (this one) does not mask the
+        # gradients of inactive entries: their slots follow them (they
+        # reach no weight) and are zeroed when the entry grows, above.
       kept = old_m[k] & new_m[k]
       if method == "rigl" and step in UPDATE_STEPS:
         # The mask update replaces the optimizer step: kept weights stay as

@@ -39,6 +39,7 @@ from jax import lax
 
 from jaxsparse._src import allocation as alloc_lib
 from jaxsparse._src import bits as bits_lib
+from jaxsparse._src import elementwise as elementwise_lib
 from jaxsparse._src import masks as masks_lib
 from jaxsparse._src import prune as prune_lib
 from jaxsparse._src import schedules as sched_lib
@@ -335,28 +336,46 @@ def dst(
 
     unchanged = lambda: (state.key, masks, state.mask_bits)
 
-    def active_masks(new_bits):
-      # Entries active before and after the step: the masks themselves
-      # except on update steps. ANDed on the packed copies, so that each
-      # fused loop below reads two eighths of a byte per weight.
-      both = jax.tree.map(lambda a, b: None if a is None else a & b,
+    def and_bits(new_bits):
+      # Entries active before and after the step (packed): the masks
+      # themselves except on update steps.
+      return jax.tree.map(lambda a, b: None if a is None else a & b,
                           state.mask_bits, new_bits, is_leaf=_is_none)
-      return bits_lib.unpack_masks(both, masks)
+
+    def active_masks(new_bits):
+      # ANDed on the packed copies, so that each fused loop below reads two
+      # eighths of a byte per weight.
+      return bits_lib.unpack_masks(and_bits(new_bits), masks)
 
     if method == "rigl":
-      # The mask update is the only work inside `lax.cond`; the optimizer
-      # step always runs (and is discarded on update steps), so that the
-      # masking fuses into its elementwise loops. Each loop reads one
-      # bit-packed mask: `active`, the entries active before and after the
-      # step (the masks themselves except on update steps).
-      key, new_masks, new_bits = lax.cond(
-          upd, moved(params, updates, "rigl"), unchanged)
+      # The mask update, and the slot and gradient masking it needs, are
+      # the only work inside `lax.cond`; the optimizer step always runs
+      # (and is discarded on update steps), so that the projection fuses
+      # into its last elementwise loop. `active`: the entries active before
+      # and after the step (the masks themselves except on update steps).
+      def rigl_update():
+        key, new, new_bits = moved(params, updates, "rigl")()
+        act = active_masks(new_bits)
+        # Dropped and grown entries (all but `act`) restart from zero
+        # slots, and no gradient reaches a grown entry's slots this step.
+        return (key, new, new_bits,
+                masks_lib.zero_slots(inner, state.inner_state, act),
+                masks_lib.where_masked(act, updates, zero))
+
+      key, new_masks, new_bits, inner_in, grads = lax.cond(
+          upd, rigl_update,
+          lambda: (state.key, masks, state.mask_bits, state.inner_state,
+                   updates))
       active = active_masks(new_bits)
-      # Slots of inactive entries are 0 (zeroed when dropped, zero gradients
-      # since), so zeroing outside `active` clears the dropped entries'
-      # slots and grown entries start from zero moments.
-      inner_in = masks_lib.zero_slots(inner, state.inner_state, active)
-      grads = masks_lib.where_masked(active, updates, zero)
+      pruned = jax.tree.map(lambda m: m is not None, masks, is_leaf=_is_none)
+      if not elementwise_lib.elementwise_in(
+          inner, updates, inner_in, params, pruned, **extra_args):
+        # `inner` mixes entries: inactive gradients must never reach it
+        # (its slots of inactive entries then stay 0).
+        grads = masks_lib.where_masked(active, grads, zero)
+      # Otherwise an inactive entry's gradient reaches only its own update
+      # (projected below) and slots (zeroed before the entry is grown), as
+      # in `prune`.
       out, inner_state = inner.update(grads, inner_in, params, **extra_args)
       if freeze_optimizer_on_update:
         inner_state = jax.tree.map(

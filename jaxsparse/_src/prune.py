@@ -11,6 +11,7 @@ from jax import lax
 
 from jaxsparse._src import allocation as alloc_lib
 from jaxsparse._src import bits as bits_lib
+from jaxsparse._src import elementwise as elementwise_lib
 from jaxsparse._src import masks as masks_lib
 from jaxsparse._src import schedules as sched_lib
 from jaxsparse._src import scores as scores_lib
@@ -90,13 +91,20 @@ def prune(
 
   Two spellings:
 
-  * `prune(..., optimizer=opt)` wraps `opt`: gradients of pruned weights are
-    zeroed, `opt` runs, its update is projected so that every pruned weight
-    lands on exactly 0.0 after `optax.apply_updates`, and `opt`'s
-    param-shaped slots (momentum, Adam moments, ...) are zeroed at pruned
-    entries before `opt` runs (`optax.tree_utils.tree_map_params`, any
-    optax optimizer), so stale moments never reach an update; with a zero
-    gradient they stay exactly 0 (SGD momentum, Adam, RMSProp, ...).
+  * `prune(..., optimizer=opt)` wraps `opt`: `opt` runs and its update is
+    projected so that every pruned weight lands on exactly 0.0 after
+    `optax.apply_updates`; at each mask update, `opt`'s param-shaped slots
+    (momentum, Adam moments, ...) are zeroed at pruned entries
+    (`optax.tree_utils.tree_map_params`, any optax optimizer). Every kept
+    weight follows the masked-gradient trajectory: if `opt` mixes entries
+    (global-norm clipping, trust ratios, factored moments), the gradients of
+    pruned weights are zeroed before it runs, and its slots stay 0 at pruned
+    entries. If `opt` is elementwise in them (SGD, momentum, Adam, AdamW,
+    Lion, RMSProp, ..., decided on its jaxpr: `elementwise.elementwise_in`),
+    a pruned weight's gradient can reach only its own projected update and
+    slots, so it is not masked: the projection is then the only masking in
+    a step, one select fused into `opt`'s last loop, and the slots of pruned
+    entries follow their gradients until the next mask update.
   * `optax.chain(prune(...), opt)` masks gradients before `opt`. A later
     stateful `opt` can still move a just-pruned weight, so follow each
     `apply_updates` with `params = apply_masks(params, get_masks(state))`.
@@ -154,25 +162,33 @@ def prune(
       masks = compute_masks(
           params, updates, state.masks, schedule.sparsity(state.count), sub,
           score=score, allocation=allocation, structure=structure)
-      return key, masks, bits_lib.pack_masks(masks)
+      # Slots are zeroed at pruned entries here, on mask updates only.
+      slots = state.inner_state if inner is None else masks_lib.zero_slots(
+          inner, state.inner_state, masks)
+      return key, masks, bits_lib.pack_masks(masks), slots
 
-    key, new_masks, new_bits = lax.cond(
+    key, new_masks, new_bits, inner_state = lax.cond(
         schedule.is_update_step(state.count), on_update,
-        lambda: (state.key, state.masks, state.mask_bits))
+        lambda: (state.key, state.masks, state.mask_bits, state.inner_state))
     # The step reads the packed masks: an eighth of the memory traffic of
     # the bool ones in each fused loop below.
     step_masks = bits_lib.unpack_masks(new_bits, new_masks)
     zero = lambda x: jnp.zeros((), x.dtype)
-    grads = masks_lib.where_masked(step_masks, updates, zero)
     if inner is None:
-      out, inner_state = grads, state.inner_state
+      out = masks_lib.where_masked(step_masks, updates, zero)
     else:
-      # Slots are zeroed at pruned entries before `inner` runs, not after:
-      # the zeroing then fuses into the optimizer's own elementwise update.
-      # Zeroing after would leave two consumers of the new slots (the
-      # update and the stored state), which XLA recomputes from the old
-      # slots and, with donated buffers, has to copy first.
-      inner_state = masks_lib.zero_slots(inner, state.inner_state, step_masks)
+      grads = updates
+      pruned = jax.tree.map(lambda m: m is not None, state.masks,
+                            is_leaf=_is_none)
+      if not elementwise_lib.elementwise_in(
+          inner, updates, inner_state, params, pruned, **extra_args):
+        # `inner` mixes entries (e.g. global-norm clipping): the gradients
+        # of pruned weights must not reach it. With masked gradients the
+        # slots zeroed above stay 0 (SGD momentum, Adam, RMSProp, ...).
+        grads = masks_lib.where_masked(step_masks, updates, zero)
+      # Otherwise a pruned weight's gradient only reaches its own update
+      # (projected below) and slots: masking it would change no kept weight
+      # and cost a mask read in each of `inner`'s loops.
       out, inner_state = inner.update(
           grads, inner_state, params, **extra_args)
       # Land pruned weights on exactly 0.0.
