@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import sys
 import time
@@ -45,9 +46,13 @@ def interleaved(
   if cpu is not None:
     cpu.update({name: [] for name in fns})
   names = list(fns)
-  for r in range(rounds):
-    # Rotate the order every round so no variant always runs first.
-    order = names[r % len(names):] + names[:r % len(names)]
+  rng = random.Random(0)
+  for _ in range(rounds):
+    # A fresh random order every round: each variant runs first, last, and
+    # after each other variant equally often on average. (A rotation would
+    # put one variant after the slowest one most of the time, and a step
+    # that follows a cache-flushing step runs slower.)
+    order = rng.sample(names, len(names))
     for name in order:
       wall, cpu_s = time_once(fns[name])
       times[name].append(wall)

@@ -355,22 +355,28 @@ def overhead(args):
     return masks_lib.apply_masks(so.copy_tree(params), state.masks), state
 
   k = max(1, args.replicas)
-
-  def replicas(make):
-    return [make() for _ in range(k)]
-
-  dense = replicas(lambda: so.Runner(
-      dense_step, so.copy_tree(params), dense_tx.init(params), x, y))
-  dense_b = replicas(lambda: so.Runner(
-      dense_step, so.copy_tree(params), dense_tx.init(params), x, y))
-  nonupdate = replicas(lambda: so.Runner(
-      rigl_step, *sparse_start(rigl_tx), x, y, c_non))
-  update = replicas(lambda: so.Runner(
-      rigl_step, *sparse_start(rigl_tx), x, y, c_upd))
-  adv_non = replicas(lambda: so.Runner(
-      adv_step, *sparse_start(adv_tx), x, y, c_non))
-  adv_upd = replicas(lambda: so.Runner(
-      adv_step, *sparse_start(adv_tx), x, y, c_upd))
+  makers = {
+      "dense": lambda: so.Runner(
+          dense_step, so.copy_tree(params), dense_tx.init(params), x, y),
+      "dense_b": lambda: so.Runner(
+          dense_step, so.copy_tree(params), dense_tx.init(params), x, y),
+      "rigl_nonupdate": lambda: so.Runner(
+          rigl_step, *sparse_start(rigl_tx), x, y, c_non),
+      "rigl_update": lambda: so.Runner(
+          rigl_step, *sparse_start(rigl_tx), x, y, c_upd),
+      "frozen_nonupd": lambda: so.Runner(
+          adv_step, *sparse_start(adv_tx), x, y, c_non),
+      "frozen_update": lambda: so.Runner(
+          adv_step, *sparse_start(adv_tx), x, y, c_upd),
+  }
+  # Replicas are made in turn across the variants (see step_overhead.py).
+  reps: dict[str, list] = {name: [] for name in makers}
+  for _ in range(k):
+    for name, make in makers.items():
+      reps[name].append(make())
+  dense, dense_b = reps["dense"], reps["dense_b"]
+  nonupdate, update = reps["rigl_nonupdate"], reps["rigl_update"]
+  adv_non, adv_upd = reps["frozen_nonupd"], reps["frozen_update"]
   _timing.log("compiling ...")
   before = jax.tree.map(jnp.copy, update[0].state.masks)
   for r in dense + dense_b + nonupdate + update + adv_non + adv_upd:

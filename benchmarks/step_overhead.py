@@ -10,7 +10,8 @@ random data, `optax.adam(1e-3)`; each variant is one jitted step
   update     the same compiled function at a mask-update step (the masks
              are recomputed inside `lax.cond`).
 
-The variants are timed alternately over many rounds; medians of wall time
+The variants are timed in a fresh random order every round, over many
+rounds (`_timing.interleaved`); medians of wall time
 are compared, and of process CPU time (all threads), which other processes
 on a shared host disturb far less. Each variant runs as `--replicas`
 replicas with their own buffers, called in turn (`_timing.Cycle`), and a
@@ -132,10 +133,14 @@ def main():
     return r
 
   log("compiling ...")
-  dense = [dense_runner() for _ in range(k)]
-  dense_b = [dense_runner() for _ in range(k)]
-  nonupdate = [sparse_runner(NONUPDATE_COUNT) for _ in range(k)]
-  update = [sparse_runner(UPDATE_COUNT) for _ in range(k)]
+  # Replicas are made in turn across the variants, so that no variant gets
+  # all of the first (or last) allocated buffers.
+  dense, dense_b, nonupdate, update = [], [], [], []
+  for _ in range(k):
+    dense.append(dense_runner())
+    dense_b.append(dense_runner())
+    nonupdate.append(sparse_runner(NONUPDATE_COUNT))
+    update.append(sparse_runner(UPDATE_COUNT))
   for r in dense + dense_b + nonupdate + update:
     jax.block_until_ready(r())
   assert sparse_step._cache_size() == 1, "update/non-update must share code"
