@@ -217,9 +217,11 @@ def dst(
   unless `freeze_optimizer_on_update=True`, which leaves it as it was, as
   the reference code does (it skips the optimizer on those steps).
   SET: the optimizer step is applied first, then the mask is updated from
-  the new weights. On other steps, gradients of pruned entries are zeroed
-  before the optimizer, and the output is projected so that pruned weights
-  stay exactly 0.
+  the new weights. On other steps the output is projected so that pruned
+  weights stay exactly 0; gradients of pruned entries are zeroed before the
+  optimizer (SET always; RigL only if the optimizer mixes entries, as in
+  `prune`: for an elementwise one they reach only their own projected
+  update and slots, which are zeroed when the entry grows).
 
   Args:
     method: `"rigl"` or `"set"`.
