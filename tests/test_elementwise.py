@@ -12,7 +12,8 @@ import jaxsparse as js
 from jaxsparse._src.elementwise import elementwise_in
 
 PARAMS = {"w": jnp.ones((4, 3)), "b": jnp.ones(3), "v": jnp.ones((4, 3))}
-PRUNED = {"w": True, "b": False, "v": True}
+# Masks (None: a dense leaf); only their presence matters here.
+PRUNED = {"w": True, "b": None, "v": True}
 
 
 def _mixing_leaves():
@@ -73,7 +74,7 @@ def test_only_pruned_leaves_matter():
     return {"w": u["w"] * scale, "b": u["b"], "v": u["v"]}, s
   tx = optax.GradientTransformation(lambda p: optax.EmptyState(), update)
   assert elementwise_in(tx, PARAMS, tx.init(PARAMS), PARAMS, PRUNED)
-  everything = {"w": True, "b": True, "v": True}
+  everything = {"w": True, "b": True, "v": True}  # the bias pruned too
   assert not elementwise_in(tx, PARAMS, tx.init(PARAMS), PARAMS, everything)
 
 

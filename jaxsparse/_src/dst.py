@@ -369,9 +369,8 @@ def dst(
           lambda: (state.key, masks, state.mask_bits, state.inner_state,
                    updates))
       active = active_masks(new_bits)
-      pruned = jax.tree.map(lambda m: m is not None, masks, is_leaf=_is_none)
       if not elementwise_lib.elementwise_in(
-          inner, updates, inner_in, params, pruned, **extra_args):
+          inner, updates, inner_in, params, masks, **extra_args):
         # `inner` mixes entries: inactive gradients must never reach it
         # (its slots of inactive entries then stay 0).
         grads = masks_lib.where_masked(active, grads, zero)

@@ -88,7 +88,7 @@ def elementwise_in(
     grads: Any,
     state: Any,
     params: Any,
-    pruned: Any,
+    masks: Any,
     **extra_args: Any,
 ) -> bool:
   """True if `optimizer.update` is elementwise in the pruned leaves' entries.
@@ -98,7 +98,7 @@ def elementwise_in(
     grads: gradients, shaped like `params`.
     state: `optimizer`'s state.
     params: the parameters.
-    pruned: pytree like `params` of bools: the leaves that have masks.
+    masks: pytree like `params`; None for leaves that are not pruned.
     **extra_args: passed on to `update`.
 
   Returns:
@@ -106,15 +106,15 @@ def elementwise_in(
     each entry reach only that entry of the leaf's update and slots.
   """
   try:
-    return _elementwise_in(optimizer, grads, state, params, pruned,
+    return _elementwise_in(optimizer, grads, state, params, masks,
                            **extra_args)
   except Exception:  # An optimizer this cannot analyse: mask.
     return False
 
 
-def _elementwise_in(optimizer, grads, state, params, pruned, **extra_args):
+def _elementwise_in(optimizer, grads, state, params, masks, **extra_args):
   leaves, treedef = jax.tree.flatten(params)
-  flags = treedef.flatten_up_to(pruned)
+  flags = [m is not None for m in treedef.flatten_up_to(masks)]
   ids = jax.tree.unflatten(treedef, list(range(len(leaves))))
   # The slot of each state leaf (-1: not a param-shaped slot).
   slot_of = optax.tree_utils.tree_map_params(

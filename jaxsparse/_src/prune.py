@@ -178,10 +178,8 @@ def prune(
       out = masks_lib.where_masked(step_masks, updates, zero)
     else:
       grads = updates
-      pruned = jax.tree.map(lambda m: m is not None, state.masks,
-                            is_leaf=_is_none)
       if not elementwise_lib.elementwise_in(
-          inner, updates, inner_state, params, pruned, **extra_args):
+          inner, updates, inner_state, params, state.masks, **extra_args):
         # `inner` mixes entries (e.g. global-norm clipping): the gradients
         # of pruned weights must not reach it. With masked gradients the
         # slots zeroed above stay 0 (SGD momentum, Adam, RMSProp, ...).
