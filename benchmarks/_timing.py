@@ -82,6 +82,18 @@ class Cycle:
     return replica()
 
 
+def replicas(
+    makers: Mapping[str, Callable[[], Callable[[], object]]], k: int,
+) -> dict[str, list[Callable[[], object]]]:
+  """`k` replicas of each variant, made in turn across the variants, so
+  that no variant gets all of the first (or last) allocated buffers."""
+  out: dict[str, list[Callable[[], object]]] = {name: [] for name in makers}
+  for _ in range(max(1, k)):
+    for name, make in makers.items():
+      out[name].append(make())
+  return out
+
+
 def median_ms(samples: list[float]) -> float:
   return 1e3 * statistics.median(samples)
 

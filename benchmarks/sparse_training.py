@@ -369,18 +369,13 @@ def overhead(args):
       "frozen_update": lambda: so.Runner(
           adv_step, *sparse_start(adv_tx), x, y, c_upd),
   }
-  # Replicas are made in turn across the variants (see step_overhead.py).
-  reps: dict[str, list] = {name: [] for name in makers}
-  for _ in range(k):
-    for name, make in makers.items():
-      reps[name].append(make())
-  dense, dense_b = reps["dense"], reps["dense_b"]
-  nonupdate, update = reps["rigl_nonupdate"], reps["rigl_update"]
-  adv_non, adv_upd = reps["frozen_nonupd"], reps["frozen_update"]
+  reps = _timing.replicas(makers, k)
+  update, nonupdate = reps["rigl_update"], reps["rigl_nonupdate"]
   _timing.log("compiling ...")
   before = jax.tree.map(jnp.copy, update[0].state.masks)
-  for r in dense + dense_b + nonupdate + update + adv_non + adv_upd:
-    jax.block_until_ready(r())
+  for rs in reps.values():
+    for r in rs:
+      jax.block_until_ready(r())
   assert rigl_step._cache_size() == 1, "update/non-update must share code"
   moved = sum(int(v) for v in jax.tree.leaves(
       dst_lib.mask_hamming(before, update[0].state.masks)) if v is not None)
@@ -392,11 +387,7 @@ def overhead(args):
   _timing.log(f"timing {rounds} interleaved rounds, {k} replicas each ...")
   cpu: dict[str, list[float]] = {}
   times = _timing.interleaved(
-      {"dense": _timing.Cycle(dense), "dense_b": _timing.Cycle(dense_b),
-       "rigl_nonupdate": _timing.Cycle(nonupdate),
-       "rigl_update": _timing.Cycle(update),
-       "frozen_nonupd": _timing.Cycle(adv_non),
-       "frozen_update": _timing.Cycle(adv_upd)},
+      {name: _timing.Cycle(rs) for name, rs in reps.items()},
       rounds=rounds, cpu=cpu)
   med = {k: _timing.median_ms(v) for k, v in times.items()}
   med_cpu = {k: _timing.median_ms(v) for k, v in cpu.items()}

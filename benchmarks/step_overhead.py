@@ -36,7 +36,14 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from _common import init_mlp, lecun_normal, xent  # noqa: E402
-from _timing import Cycle, interleaved, log, median_ms, spread_ms  # noqa: E402
+from _timing import (  # noqa: E402
+    Cycle,
+    interleaved,
+    log,
+    median_ms,
+    replicas,
+    spread_ms,
+)
 
 import jaxsparse  # noqa: E402
 
@@ -133,26 +140,20 @@ def main():
     return r
 
   log("compiling ...")
-  # Replicas are made in turn across the variants, so that no variant gets
-  # all of the first (or last) allocated buffers.
-  dense, dense_b, nonupdate, update = [], [], [], []
-  for _ in range(k):
-    dense.append(dense_runner())
-    dense_b.append(dense_runner())
-    nonupdate.append(sparse_runner(NONUPDATE_COUNT))
-    update.append(sparse_runner(UPDATE_COUNT))
-  for r in dense + dense_b + nonupdate + update:
-    jax.block_until_ready(r())
+  reps = replicas({"dense": dense_runner, "dense_b": dense_runner,
+                   "nonupdate": lambda: sparse_runner(NONUPDATE_COUNT),
+                   "update": lambda: sparse_runner(UPDATE_COUNT)}, k)
+  for rs in reps.values():
+    for r in rs:
+      jax.block_until_ready(r())
   assert sparse_step._cache_size() == 1, "update/non-update must share code"
-  sp = float(jaxsparse.sparsity(nonupdate[0].state.masks))
+  sp = float(jaxsparse.sparsity(reps["nonupdate"][0].state.masks))
   log(f"mask sparsity in the non-update variant: {sp:.3f}")
 
   log(f"timing {rounds} interleaved rounds, {k} replicas per variant ...")
   cpu: dict[str, list[float]] = {}
-  times = interleaved(
-      {"dense": Cycle(dense), "dense_b": Cycle(dense_b),
-       "nonupdate": Cycle(nonupdate), "update": Cycle(update)},
-      rounds=rounds, cpu=cpu)
+  times = interleaved({name: Cycle(rs) for name, rs in reps.items()},
+                      rounds=rounds, cpu=cpu)
   med = {k: median_ms(v) for k, v in times.items()}
   med_cpu = {k: median_ms(v) for k, v in cpu.items()}
 
