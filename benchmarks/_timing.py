@@ -98,6 +98,18 @@ def median_ms(samples: list[float]) -> float:
   return 1e3 * statistics.median(samples)
 
 
+def paired_ratio(times: Mapping[str, list[float]], name: str,
+                 ref: str) -> float:
+  """Median over rounds of `name`'s time / `ref`'s time in the same round.
+
+  The two steps of a round run within milliseconds of each other, so a
+  slow drift of a shared host (other processes) cancels in each quotient:
+  a steadier estimate of the same ratio than a quotient of medians.
+  """
+  return statistics.median(
+      a / b for a, b in zip(times[name], times[ref], strict=True))
+
+
 def spread_ms(samples: list[float]) -> tuple[float, float]:
   """25th and 75th percentiles in ms."""
   q = statistics.quantiles(samples, n=4)

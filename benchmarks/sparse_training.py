@@ -420,6 +420,13 @@ def overhead(args):
           med["frozen_update"] / med["dense"], 4),
       # The same dense step, other replicas: the noise floor of the ratios.
       "dense_aa_ratio": round(med["dense_b"] / med["dense"], 4),
+      # Median of the within-round ratios (`_timing.paired_ratio`).
+      "rigl_nonupdate_paired_ratio": round(
+          _timing.paired_ratio(times, "rigl_nonupdate", "dense"), 4),
+      "rigl_update_paired_ratio": round(
+          _timing.paired_ratio(times, "rigl_update", "dense"), 4),
+      "dense_aa_paired_ratio": round(
+          _timing.paired_ratio(times, "dense_b", "dense"), 4),
       "rounds": rounds,
       "replicas": k,
       "backend": jax.default_backend(),

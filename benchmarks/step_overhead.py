@@ -16,8 +16,9 @@ are compared, and of process CPU time (all threads), which other processes
 on a shared host disturb far less. Each variant runs as `--replicas`
 replicas with their own buffers, called in turn (`_timing.Cycle`), and a
 second set of dense replicas gives `dense_aa_ratio`: the same compiled dense
-step against itself, the run's noise floor. The last stdout line is one
-JSON object.
+step against itself, the run's noise floor. `*_paired_ratio` is the median,
+over rounds, of a variant's time over the dense time of the same round
+(steadier on a shared host). The last stdout line is one JSON object.
 
 Run: .venv/bin/python benchmarks/step_overhead.py [--quick] [--rounds N]
      [--replicas K]
@@ -41,6 +42,7 @@ from _timing import (  # noqa: E402
     interleaved,
     log,
     median_ms,
+    paired_ratio,
     replicas,
     spread_ms,
 )
@@ -175,6 +177,12 @@ def main():
       "update_cpu_ratio": round(med_cpu["update"] / med_cpu["dense"], 4),
       # The same dense step, other replicas: the noise floor of the ratios.
       "dense_aa_ratio": round(med["dense_b"] / med["dense"], 4),
+      # Median of the within-round ratios (`_timing.paired_ratio`).
+      "nonupdate_paired_ratio": round(
+          paired_ratio(times, "nonupdate", "dense"), 4),
+      "update_paired_ratio": round(paired_ratio(times, "update", "dense"), 4),
+      "dense_aa_paired_ratio": round(
+          paired_ratio(times, "dense_b", "dense"), 4),
       "rounds": rounds,
       "replicas": k,
       "n_params": int(n_params),

@@ -1,10 +1,10 @@
 """What an untaken mask-update branch costs each training step.
 
 A `prune` step runs its mask update inside `lax.cond`; at most steps the
-branch is not taken, yet on CPU each call still sets up every buffer of
-the whole program, the untaken branch's included. This times a jitted
-`lax.cond` whose branch computes `jaxsparse.compute_masks` (uniform
-magnitude pruning) and is never taken, against the same cond with a
+branch is not taken, yet on CPU each call still pays for the branch's
+code (`overhead_parts.py` measures it inside the training step). This
+times a jitted `lax.cond` whose branch computes `jaxsparse.compute_masks`
+(uniform magnitude pruning) and is never taken, against the same cond with a
 trivial branch, interleaved, for the step_overhead MLP (3 pruned layers)
 and for 32 layers of 256x256. The difference is the per-step cost of the
 mask update's code when it does not run. The last stdout line is JSON.

@@ -50,8 +50,9 @@ def sortable_key(x: jax.Array) -> jax.Array:
 # Every histogram pass and every reduction below serves all leaves, so the
 # program size does not grow with the number of leaves times the number of
 # passes. This matters beyond compile time: a mask update sits in a
-# `lax.cond` of the training step, and on CPU each step pays for the
-# untaken branch's buffers (one per reduction) when it starts.
+# `lax.cond` of the training step, and on CPU even an untaken branch slows
+# every step, the more so the more code it holds
+# (`benchmarks/untaken_branch.py`, `benchmarks/overhead_parts.py`).
 
 _SIGN = 0x80000000
 _MAX_DIGIT_BITS = 16
