@@ -39,7 +39,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from _common import init_mlp, lecun_normal  # noqa: E402
 from _timing import (  # noqa: E402
     Cycle,
     interleaved,
@@ -50,13 +49,12 @@ from _timing import (  # noqa: E402
 )
 from jax import lax  # noqa: E402
 from step_overhead import (  # noqa: E402
-    BATCH,
     NONUPDATE_COUNT,
-    SIZES,
     UPDATE_COUNT,
     Runner,
     copy_tree,
     make_step,
+    problem,
 )
 
 import jaxsparse  # noqa: E402
@@ -121,10 +119,7 @@ def main():
   parser.add_argument("--replicas", type=int, default=3)
   args = parser.parse_args()
 
-  kp, kx, ky = jax.random.split(jax.random.PRNGKey(0), 3)
-  params = init_mlp(kp, SIZES, lecun_normal)
-  x = jax.random.normal(kx, (BATCH, SIZES[0]))
-  y = jax.random.randint(ky, (BATCH,), 0, SIZES[-1])
+  params, x, y = problem()
   schedule = jaxsparse.polynomial(0.9, begin_step=0, end_step=1000,
                                   frequency=100)
   sparse = jaxsparse.prune(schedule, optimizer=optax.adam(1e-3))

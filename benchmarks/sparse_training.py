@@ -43,7 +43,6 @@ import _timing  # noqa: E402
 from _common import (  # noqa: E402
     digits_split,
     init_mlp,
-    lecun_normal,
     mlp,
     xent,
 )
@@ -330,11 +329,7 @@ def overhead(args):
   """
   import step_overhead as so  # same batch, step and runner.
 
-  key = jax.random.PRNGKey(0)
-  kp, kx, ky = jax.random.split(key, 3)
-  params = init_mlp(kp, so.SIZES, lecun_normal)
-  x = jax.random.normal(kx, (so.BATCH, so.SIZES[0]))
-  y = jax.random.randint(ky, (so.BATCH,), 0, so.SIZES[-1])
+  params, x, y = so.problem()
   dense_tx = optax.adam(1e-3)
   every = 100
 

@@ -55,6 +55,15 @@ NONUPDATE_COUNT = 150  # polynomial(begin 0, frequency 100): not an update
 UPDATE_COUNT = 200  # an update step (target sparsity 0.9 * (1 - 0.8^3))
 
 
+def problem():
+  """The benchmark's MLP params and one batch (x, y), from seed 0."""
+  kp, kx, ky = jax.random.split(jax.random.PRNGKey(0), 3)
+  params = init_mlp(kp, SIZES, lecun_normal)
+  x = jax.random.normal(kx, (BATCH, SIZES[0]))
+  y = jax.random.randint(ky, (BATCH,), 0, SIZES[-1])
+  return params, x, y
+
+
 def make_step(tx):
   """One jitted training step; params and state buffers are donated."""
   def step(params, state, x, y):
@@ -111,11 +120,7 @@ def main():
   rounds = args.rounds or (8 if args.quick else 300)
   k = max(1, args.replicas)
 
-  key = jax.random.PRNGKey(0)
-  kp, kx, ky = jax.random.split(key, 3)
-  params = init_mlp(kp, SIZES, lecun_normal)
-  x = jax.random.normal(kx, (BATCH, SIZES[0]))
-  y = jax.random.randint(ky, (BATCH,), 0, SIZES[-1])
+  params, x, y = problem()
   n_params = sum(p.size for p in jax.tree.leaves(params))
   log(f"MLP {SIZES}: {n_params:,} params, batch {BATCH}, "
       f"{jax.device_count()} {jax.default_backend()} device(s)")
