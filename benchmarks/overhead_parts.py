@@ -12,8 +12,12 @@ dense adam step:
   trivial_cond   as `project_state`, with a `lax.cond` that is never taken
                  and whose branch is elementwise (new masks from the old
                  ones and the params, repacked, adam's slots zeroed).
-  prune          `jaxsparse.prune` at a non-update step: the same, with the
-                 real mask update (radix selection) in the untaken branch.
+  prune_host     `jaxsparse.prune` at a non-update step decided on the host
+                 (`mask_update=False`): `project_state`, as the library
+                 writes it.
+  prune          `jaxsparse.prune` at a non-update step decided on the
+                 device (`mask_update=None`): the same, with the real mask
+                 update (radix selection) in the untaken branch.
   prune_pivots   `prune` with the selection forced to the counting search
                  that TPUs use (reductions only, no scatter).
 
@@ -134,14 +138,16 @@ def main():
       "project": (parts_tx(masks, state=False, cond=False), None),
       "project_state": (parts_tx(masks, state=True, cond=False), None),
       "trivial_cond": (parts_tx(masks, state=True, cond=True), 150),
+      "prune_host": (sparse, NONUPDATE_COUNT, schedule.is_update_step),
       "prune": (sparse, NONUPDATE_COUNT),
       "prune_pivots": (forced(sparse, "pivots"), NONUPDATE_COUNT),
   }
 
-  def maker(tx, count):
+  def maker(tx, count, is_update=None):
     step = make_step(tx)
     def make():
-      run = Runner(step, copy_tree(params), tx.init(params), x, y, count)
+      run = Runner(step, copy_tree(params), tx.init(params), x, y, count,
+                   is_update)
       if count is not None:  # real masks in the prune state
         run.set_count(UPDATE_COUNT)
         jax.block_until_ready(run())

@@ -17,9 +17,11 @@ writes `sparse_training.png` to `--outdir`. `--dataset mnist` uses
 `--overhead-only` times one jitted training step of an MLP 784-1024-1024-10
 (batch 128, adam, harness of `step_overhead.py`): a dense optax step, a RigL
 step that does not update the masks and a RigL mask-update step (the
-default `freeze_optimizer_on_update=False`; `frozen_*` keys: True),
-interleaved; its last line is JSON with `rigl_nonupdate_ratio` and
-`rigl_update_ratio` (each vs the dense step).
+default `freeze_optimizer_on_update=False`; `frozen_*` keys: True), with
+the update decided on the host (`mask_update=` a static bool) and, in the
+`*_traced` keys, on the device (`mask_update=None`, one compiled step for
+both), interleaved; its last line is JSON with `rigl_nonupdate_ratio` and
+`rigl_update_ratio` (host-decided, each vs the dense step).
 """
 
 from __future__ import annotations
@@ -41,16 +43,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _timing  # noqa: E402
 from _common import (  # noqa: E402
-    digits_split,
-    init_mlp,
-    mlp,
-    xent,
+  digits_split,
+  init_mlp,
+  mlp,
+  xent,
 )
 
 from jaxsparse._src import allocation as alloc_lib  # noqa: E402
 from jaxsparse._src import dst as dst_lib  # noqa: E402
 from jaxsparse._src import masks as masks_lib  # noqa: E402
 from jaxsparse._src import prune as prune_lib  # noqa: E402
+from jaxsparse._src import schedules as sched_lib  # noqa: E402
 from jaxsparse._src import scores as scores_lib  # noqa: E402
 from jaxsparse._src import ste as ste_lib  # noqa: E402
 from jaxsparse._src import structures as struct_lib  # noqa: E402
@@ -323,46 +326,51 @@ def overhead(args):
 
   Same model (MLP 784-1024-1024-10, batch 128, adam), jitted step with
   donated buffers, the step count reset before each call (outside the
-  jitted step); one compiled RigL step serves both the update and the
-  non-update variants. The
+  jitted step). `mask_update` is decided on the host (a static argument of
+  the jitted step: update and non-update steps compile apart), or, for the
+  `*_traced` variants, on the device (one compiled step serves both). The
   `frozen_*` variants use `freeze_optimizer_on_update=True`.
   """
   import step_overhead as so  # same batch, step and runner.
 
   params, x, y = so.problem()
   dense_tx = optax.adam(1e-3)
-  every = 100
+  every, end = 100, 10_000
 
   def rigl(freeze):
     return dst_lib.dst("rigl", 0.9, optimizer=optax.adam(1e-3),
-                       allocation=alloc_lib.erk(), end_step=10_000,
+                       allocation=alloc_lib.erk(), end_step=end,
                        update_every=every, freeze_optimizer_on_update=freeze)
 
   rigl_tx, adv_tx = rigl(False), rigl(True)
+  is_update = sched_lib.periodic_updates(every, 0, end)
   c_upd = 2 * every
   c_non = 2 * every + every // 2
   dense_step = so.make_step(dense_tx)
   rigl_step = so.make_step(rigl_tx)
   adv_step = so.make_step(adv_tx)
 
-  def sparse_start(tx):
-    state = tx.init(params)
-    return masks_lib.apply_masks(so.copy_tree(params), state.masks), state
+  def sparse(step, tx, count, host=True):
+    def make():
+      state = tx.init(params)
+      return so.Runner(
+          step, masks_lib.apply_masks(so.copy_tree(params), state.masks),
+          state, x, y, count, is_update if host else None)
+    return make
+
+  def dense():
+    return so.Runner(
+        dense_step, so.copy_tree(params), dense_tx.init(params), x, y)
 
   k = max(1, args.replicas)
   makers = {
-      "dense": lambda: so.Runner(
-          dense_step, so.copy_tree(params), dense_tx.init(params), x, y),
-      "dense_b": lambda: so.Runner(
-          dense_step, so.copy_tree(params), dense_tx.init(params), x, y),
-      "rigl_nonupdate": lambda: so.Runner(
-          rigl_step, *sparse_start(rigl_tx), x, y, c_non),
-      "rigl_update": lambda: so.Runner(
-          rigl_step, *sparse_start(rigl_tx), x, y, c_upd),
-      "frozen_nonupd": lambda: so.Runner(
-          adv_step, *sparse_start(adv_tx), x, y, c_non),
-      "frozen_update": lambda: so.Runner(
-          adv_step, *sparse_start(adv_tx), x, y, c_upd),
+      "dense": dense, "dense_b": dense,
+      "rigl_nonupdate": sparse(rigl_step, rigl_tx, c_non),
+      "rigl_update": sparse(rigl_step, rigl_tx, c_upd),
+      "rigl_nonupd_traced": sparse(rigl_step, rigl_tx, c_non, host=False),
+      "rigl_update_traced": sparse(rigl_step, rigl_tx, c_upd, host=False),
+      "frozen_nonupd": sparse(adv_step, adv_tx, c_non),
+      "frozen_update": sparse(adv_step, adv_tx, c_upd),
   }
   reps = _timing.replicas(makers, k)
   update, nonupdate = reps["rigl_update"], reps["rigl_nonupdate"]
@@ -371,7 +379,8 @@ def overhead(args):
   for rs in reps.values():
     for r in rs:
       jax.block_until_ready(r())
-  assert rigl_step._cache_size() == 1, "update/non-update must share code"
+  # mask_update=False, True, None: three programs of one jitted function.
+  assert rigl_step._cache_size() == 3, rigl_step._cache_size()
   moved = sum(int(v) for v in jax.tree.leaves(
       dst_lib.mask_hamming(before, update[0].state.masks)) if v is not None)
   assert moved > 0, "the update variant did not move the masks"
@@ -390,11 +399,11 @@ def overhead(args):
         f"90% ERK; {rounds} interleaved rounds x {k} replicas; "
         f"jax {jax.__version__} "
         f"{jax.default_backend()}")
-  print(f"{'variant':<15} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} "
+  print(f"{'variant':<18} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} "
         f"{'ratio':>6} {'cpu ms':>8} {'cpu ratio':>9}")
   for name, samples in times.items():
     lo, hi = _timing.spread_ms(samples)
-    print(f"{name:<15} {med[name]:>10.3f} {lo:>8.3f} {hi:>8.3f} "
+    print(f"{name:<18} {med[name]:>10.3f} {lo:>8.3f} {hi:>8.3f} "
           f"{med[name] / med['dense']:>6.3f} {med_cpu[name]:>8.3f} "
           f"{med_cpu[name] / med_cpu['dense']:>9.3f}")
   print(json.dumps({
@@ -420,6 +429,13 @@ def overhead(args):
           _timing.paired_ratio(times, "rigl_nonupdate", "dense"), 4),
       "rigl_update_paired_ratio": round(
           _timing.paired_ratio(times, "rigl_update", "dense"), 4),
+      # mask_update=None: the device decides, inside one compiled step.
+      "rigl_nonupdate_traced_ratio": round(
+          med["rigl_nonupd_traced"] / med["dense"], 4),
+      "rigl_update_traced_ratio": round(
+          med["rigl_update_traced"] / med["dense"], 4),
+      "rigl_nonupdate_traced_paired_ratio": round(
+          _timing.paired_ratio(times, "rigl_nonupd_traced", "dense"), 4),
       "dense_aa_paired_ratio": round(
           _timing.paired_ratio(times, "dense_b", "dense"), 4),
       "rounds": rounds,

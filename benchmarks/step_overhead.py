@@ -2,13 +2,19 @@
 
 MLP 784-1024-1024-10 (plain params dict, kernels (in, out)), batch 128,
 random data, `optax.adam(1e-3)`; each variant is one jitted step
-(value_and_grad + tx.update + apply_updates) with donated params and state:
+(value_and_grad + tx.update + apply_updates) with donated params and state.
+The sparse step is one `jax.jit` function with `mask_update` (the keyword
+argument of `prune`'s update) as a static argument:
 
-  dense      plain optax adam step.
-  nonupdate  jaxsparse.prune(polynomial(...), optimizer=adam) at a step
-             where `is_update_step` is False (masks only applied).
-  update     the same compiled function at a mask-update step (the masks
-             are recomputed inside `lax.cond`).
+  dense             plain optax adam step.
+  nonupdate         jaxsparse.prune(polynomial(...), optimizer=adam) at a
+                    step where the schedule does not update the masks,
+                    decided on the host: `mask_update=False` (masks only
+                    applied; no mask-update code in the compiled step).
+  update            the same jitted function at a mask-update step,
+                    `mask_update=True` (masks recomputed).
+  nonupdate_traced  `mask_update=None`: the device decides; one compiled
+  update_traced     step serves both, the mask update sits in `lax.cond`.
 
 The variants are timed in a fresh random order every round, over many
 rounds (`_timing.interleaved`); medians of wall time
@@ -65,13 +71,17 @@ def problem():
 
 
 def make_step(tx):
-  """One jitted training step; params and state buffers are donated."""
-  def step(params, state, x, y):
+  """One jitted training step; params and state buffers are donated.
+
+  `mask_update` (static) is passed to `tx.update` unless it is None.
+  """
+  def step(params, state, x, y, mask_update=None):
+    extra = {} if mask_update is None else {"mask_update": mask_update}
     loss, grads = jax.value_and_grad(xent)(params, x, y)
-    updates, state = tx.update(grads, state, params)
+    updates, state = tx.update(grads, state, params, **extra)
     params = optax.apply_updates(params, updates)
     return params, state, loss
-  return jax.jit(step, donate_argnums=(0, 1))
+  return jax.jit(step, donate_argnums=(0, 1), static_argnames="mask_update")
 
 
 class Runner:
@@ -81,18 +91,22 @@ class Runner:
   one compiled step is timed at a fixed (update or non-update) step. The
   count is set outside the jitted step, so the compiled step is exactly the
   user's; the donated count scalars are made ahead of time, in a pool, so
-  no host-to-device transfer runs beside a timed step.
+  no host-to-device transfer runs beside a timed step. With `is_update`
+  (`step -> bool`), `mask_update=is_update(count)` is decided on the host.
   """
 
-  def __init__(self, step, params, state, x, y, count: int | None = None):
+  def __init__(self, step, params, state, x, y, count: int | None = None,
+               is_update=None):
     self.step, self.params, self.state = step, params, state
-    self.x, self.y = x, y
+    self.x, self.y, self.is_update = x, y, is_update
     self.set_count(count)
 
   def set_count(self, count: int | None, pool: int = 2048):
     self.count = count
     self._pool = [] if count is None else [
         jax.device_put(np.int32(count)) for _ in range(pool)]
+    self.extra = {} if self.is_update is None or count is None else {
+        "mask_update": bool(self.is_update(count))}
 
   def __call__(self):
     state = self.state
@@ -101,7 +115,7 @@ class Runner:
         self.set_count(self.count)
       state = state._replace(count=self._pool.pop())
     self.params, self.state, loss = self.step(self.params, state, self.x,
-                                              self.y)
+                                              self.y, **self.extra)
     return self.params, self.state, loss
 
 
@@ -138,22 +152,27 @@ def main():
   def dense_runner():
     return Runner(dense_step, copy_tree(params), dense_tx.init(params), x, y)
 
-  def sparse_runner(count):
+  def sparse_runner(count, host):
     r = Runner(sparse_step, copy_tree(params), sparse_tx.init(params), x, y,
-               UPDATE_COUNT)
+               UPDATE_COUNT, schedule.is_update_step if host else None)
     # One update step first so a non-update variant runs on real masks.
     jax.block_until_ready(r())
     r.set_count(count)
     return r
 
   log("compiling ...")
-  reps = replicas({"dense": dense_runner, "dense_b": dense_runner,
-                   "nonupdate": lambda: sparse_runner(NONUPDATE_COUNT),
-                   "update": lambda: sparse_runner(UPDATE_COUNT)}, k)
+  reps = replicas({
+      "dense": dense_runner, "dense_b": dense_runner,
+      "nonupdate": lambda: sparse_runner(NONUPDATE_COUNT, True),
+      "update": lambda: sparse_runner(UPDATE_COUNT, True),
+      "nonupdate_traced": lambda: sparse_runner(NONUPDATE_COUNT, False),
+      "update_traced": lambda: sparse_runner(UPDATE_COUNT, False)}, k)
   for rs in reps.values():
     for r in rs:
       jax.block_until_ready(r())
-  assert sparse_step._cache_size() == 1, "update/non-update must share code"
+  # mask_update=False, True and None: one jitted function, three programs;
+  # with None, update and non-update steps share one.
+  assert sparse_step._cache_size() == 3, sparse_step._cache_size()
   sp = float(jaxsparse.sparsity(reps["nonupdate"][0].state.masks))
   log(f"mask sparsity in the non-update variant: {sp:.3f}")
 
@@ -164,11 +183,11 @@ def main():
   med = {k: median_ms(v) for k, v in times.items()}
   med_cpu = {k: median_ms(v) for k, v in cpu.items()}
 
-  print(f"{'variant':<10} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} "
+  print(f"{'variant':<16} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} "
         f"{'ratio':>6} {'cpu ms':>8} {'cpu ratio':>9}")
   for name, samples in times.items():
     lo, hi = spread_ms(samples)
-    print(f"{name:<10} {med[name]:>10.3f} {lo:>8.3f} {hi:>8.3f} "
+    print(f"{name:<16} {med[name]:>10.3f} {lo:>8.3f} {hi:>8.3f} "
           f"{med[name] / med['dense']:>6.3f} {med_cpu[name]:>8.3f} "
           f"{med_cpu[name] / med_cpu['dense']:>9.3f}")
   result = {
@@ -188,6 +207,12 @@ def main():
       "update_paired_ratio": round(paired_ratio(times, "update", "dense"), 4),
       "dense_aa_paired_ratio": round(
           paired_ratio(times, "dense_b", "dense"), 4),
+      # `mask_update=None`: the device decides, inside one compiled step.
+      "nonupdate_traced_ratio": round(
+          med["nonupdate_traced"] / med["dense"], 4),
+      "update_traced_ratio": round(med["update_traced"] / med["dense"], 4),
+      "nonupdate_traced_paired_ratio": round(
+          paired_ratio(times, "nonupdate_traced", "dense"), 4),
       "rounds": rounds,
       "replicas": k,
       "n_params": int(n_params),

@@ -73,6 +73,7 @@ from jaxsparse._src.schedules import (
     constant,
     iterative,
     one_shot,
+    periodic_updates,
     polynomial,
 )
 from jaxsparse._src.scores import ScoreFn, magnitude, random, saliency
@@ -147,7 +148,7 @@ __all__ = (
     "compute_masks", "constant", "count_for", "custom", "er", "erk",
     "erk_densities", "get_masks", "global_", "global_smallest_k",
     "is_kernel", "iterative", "nn", "magnitude", "n_m", "one_shot",
-    "ones_masks",
+    "ones_masks", "periodic_updates",
     "polynomial", "prune", "random", "saliency", "smallest_k_per_leaf",
     "sortable_key", "sparsity", "summary", "uniform", "unstructured", "unwrap",
 )

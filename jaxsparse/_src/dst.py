@@ -253,8 +253,12 @@ def dst(
     seed: seed of the initial masks, drop noise and SET growth.
 
   Returns:
-    An `optax.GradientTransformationExtraArgs` with a `DSTState`; extra
-    keyword arguments of `update` go to the wrapped optimizer.
+    An `optax.GradientTransformationExtraArgs` with a `DSTState`. Its
+    `update` takes `mask_update=None` (the device decides) or a Python bool
+    decided on the host with `periodic_updates(update_every, begin_step,
+    end_step)(step)`, so that a non-update step compiles no mask-update code
+    (`mask_update_flag`). Other extra keyword arguments of `update` go to
+    the wrapped optimizer.
 
   References:
     Evci et al., "Rigging the Lottery: Making All Tickets Winners",
@@ -313,17 +317,25 @@ def dst(
         count=jnp.zeros((), jnp.int32), masks=masks, key=key,
         inner_state=inner.init(params), mask_bits=bits_lib.pack_masks(masks))
 
-  def is_update_step(step):
-    return (step >= begin) & (step <= end) & ((step - begin) % every == 0)
+  is_update_step = sched_lib.periodic_updates(every, begin, end)
 
-  def update_fn(updates, state, params=None, **extra_args):
+  def update_fn(updates, state, params=None, *, mask_update=None,
+                **extra_args):
     if params is None:
       raise ValueError("jaxsparse.dst needs `params` in update().")
     wrapped = updates
     updates, params = masks_lib.unwrap(updates), masks_lib.unwrap(params)
     masks_lib.check_masks(params, state.masks, "masks (in the DST state)")
     masks = state.masks
-    upd = is_update_step(state.count)
+    # Traced, or a Python bool decided on the host: then a non-update step
+    # compiles none of the update-step code below.
+    upd = sched_lib.mask_update_flag(
+        is_update_step(state.count), mask_update, state.count)
+
+    def pick(on, off):
+      if isinstance(upd, bool):
+        return jnp.broadcast_to(on if upd else off, jnp.shape(off))
+      return jnp.where(upd, on, off)
     zero = lambda x: jnp.zeros((), x.dtype)
 
     def moved(stepped, grads, method):
@@ -364,7 +376,7 @@ def dst(
                 masks_lib.zero_slots(inner, state.inner_state, act),
                 masks_lib.where_masked(act, updates, zero))
 
-      key, new_masks, new_bits, inner_in, grads = lax.cond(
+      key, new_masks, new_bits, inner_in, grads = sched_lib.branch(
           upd, rigl_update,
           lambda: (state.key, masks, state.mask_bits, state.inner_state,
                    updates))
@@ -378,16 +390,16 @@ def dst(
       # (projected below) and slots (zeroed before the entry is grown), as
       # in `prune`.
       out, inner_state = inner.update(grads, inner_in, params, **extra_args)
-      if freeze_optimizer_on_update:
+      if freeze_optimizer_on_update and upd is not False:
         inner_state = jax.tree.map(
-            lambda old, new: jnp.where(upd, old, new).astype(new.dtype),
+            lambda old, new: pick(old, new).astype(new.dtype),
             inner_in, inner_state)
       # Update steps: no optimizer step; weights active before and after
       # keep their values, all others (dropped, grown, inactive) land on
       # exactly 0. Other steps: the projection of `prune`.
       out = jax.tree.map(
-          lambda m, u, p: jnp.where(upd, zero(u), u) if m is None
-          else jnp.where(m, jnp.where(upd, zero(u), u), -p),
+          lambda m, u, p: pick(zero(u), u) if m is None
+          else jnp.where(m, pick(zero(u), u), -p),
           active, out, params, is_leaf=_is_none)
     else:
       step_masks = bits_lib.unpack_masks(state.mask_bits, masks)
@@ -397,7 +409,7 @@ def dst(
       # SET: the optimizer step first, then the masks move on the new weights.
       stepped = optax.apply_updates(
           params, masks_lib.project_updates(step_masks, out, params))
-      key, new_masks, new_bits = lax.cond(
+      key, new_masks, new_bits = sched_lib.branch(
           upd, moved(stepped, None, "set"), unchanged)
       keep = active_masks(new_bits)
       inner_state = masks_lib.zero_slots(inner, inner_state, keep)

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax import lax
 
 from jaxsparse._src import allocation as alloc_lib
 from jaxsparse._src import bits as bits_lib
@@ -122,8 +121,11 @@ def prune(
     seed: seed for random scores.
 
   Returns:
-    An `optax.GradientTransformationExtraArgs`; extra keyword arguments of
-    `update` are passed to the wrapped optimizer.
+    An `optax.GradientTransformationExtraArgs`. Its `update` takes
+    `mask_update=None` (the device decides from the schedule) or a Python
+    bool, `schedule.is_update_step(step)` computed on the host, so that a
+    non-update step compiles no mask-update code (`mask_update_flag`). Other
+    extra keyword arguments of `update` are passed to the wrapped optimizer.
   """
   schedule = sched_lib.as_schedule(sparsity)
   allocation = alloc_lib.uniform() if allocation is None else allocation
@@ -149,7 +151,8 @@ def prune(
         key=jax.random.PRNGKey(seed), inner_state=inner_state,
         mask_bits=bits_lib.pack_masks(masks))
 
-  def update_fn(updates, state, params=None, **extra_args):
+  def update_fn(updates, state, params=None, *, mask_update=None,
+                **extra_args):
     if params is None:
       raise ValueError("jaxsparse.prune needs `params` in update().")
     wrapped = updates
@@ -167,8 +170,10 @@ def prune(
           inner, state.inner_state, masks)
       return key, masks, bits_lib.pack_masks(masks), slots
 
-    key, new_masks, new_bits, inner_state = lax.cond(
-        schedule.is_update_step(state.count), on_update,
+    flag = sched_lib.mask_update_flag(
+        schedule.is_update_step(state.count), mask_update, state.count)
+    key, new_masks, new_bits, inner_state = sched_lib.branch(
+        flag, on_update,
         lambda: (state.key, state.masks, state.mask_bits, state.inner_state))
     # The step reads the packed masks: an eighth of the memory traffic of
     # the bool ones in each fused loop below.

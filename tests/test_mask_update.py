@@ -1,0 +1,196 @@
+"""Mask updates decided on the host (`mask_update=True/False`) or device.
+
+A training loop that knows its step on the host can pass
+`mask_update=schedule.is_update_step(step)` as a static argument of the
+jitted step; it must train exactly as the device-decided default does, and
+its non-update steps must hold no mask-update code.
+"""
+
+import functools
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxsparse as js
+
+SCHEDULES = {
+    "polynomial": js.polynomial(0.8, begin_step=2, end_step=13, frequency=4),
+    "iterative": js.iterative(0.5, every=5, num_rounds=3, begin_step=1),
+    "one_shot": js.one_shot(0.6, at_step=3),
+}
+
+
+def make_params(seed=0):
+  k = jax.random.split(jax.random.PRNGKey(seed), 3)
+  return {"a": {"kernel": jax.random.normal(k[0], (12, 16)),
+                "bias": 0.1 * jax.random.normal(k[1], (16,))},
+          "b": {"kernel": jax.random.normal(k[2], (16, 8)) / 4.0}}
+
+
+def loss_fn(params, x, y):
+  h = jnp.tanh(x @ params["a"]["kernel"] + params["a"]["bias"])
+  out = h @ params["b"]["kernel"]
+  return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+
+
+X = jax.random.normal(jax.random.PRNGKey(10), (32, 12))
+Y = jax.random.randint(jax.random.PRNGKey(11), (32,), 0, 8)
+
+
+def make_step(tx, chain_projection=False):
+  @functools.partial(jax.jit, static_argnames="mask_update")
+  def step(params, state, mask_update=None):
+    grads = jax.grad(loss_fn)(params, X, Y)
+    updates, state = tx.update(grads, state, params, mask_update=mask_update)
+    params = optax.apply_updates(params, updates)
+    if chain_projection:  # the documented line of the chain spelling
+      params = js.apply_masks(params, js.get_masks(state))
+    return params, state
+  return step
+
+
+def train(step, state, params, steps, is_update=None):
+  for t in range(steps):
+    host = None if is_update is None else is_update(t)
+    params, state = step(params, state, mask_update=host)
+  return params, state
+
+
+def assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def primitives(jaxpr) -> set[str]:
+  """Names of all primitives in a jaxpr, sub-jaxprs included."""
+  out = set()
+  for eqn in jaxpr.eqns:
+    out.add(eqn.primitive.name)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      out |= primitives(sub)
+  return out
+
+
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_is_update_step_on_python_ints_is_a_python_bool(name):
+  sched = SCHEDULES[name]
+  for t in range(20):
+    host = sched.is_update_step(t)
+    assert type(host) is bool, (t, type(host))
+    assert host == bool(jax.jit(sched.is_update_step)(jnp.int32(t))), t
+
+
+def test_periodic_updates():
+  every = js.periodic_updates(3, 2, 11)
+  assert [t for t in range(20) if every(t)] == [2, 5, 8, 11]
+  got = jax.vmap(every)(jnp.arange(20))
+  np.testing.assert_array_equal(np.flatnonzero(got), [2, 5, 8, 11])
+
+
+@pytest.mark.parametrize("spelling,name", [
+    ("wrapper", "polynomial"), ("wrapper", "iterative"),
+    ("wrapper", "one_shot"), ("chain", "polynomial")])
+def test_prune_host_decided_trains_exactly_as_device_decided(spelling, name):
+  sched = SCHEDULES[name]
+  if spelling == "wrapper":
+    tx = js.prune(sched, optimizer=optax.adam(1e-2))
+  else:
+    tx = optax.chain(js.prune(sched), optax.sgd(0.05, momentum=0.9))
+  step = make_step(tx, chain_projection=spelling == "chain")
+  params = make_params()
+  p_dev, s_dev = train(step, tx.init(params), params, 16)
+  p_host, s_host = train(step, tx.init(params), params, 16,
+                         sched.is_update_step)
+  assert_trees_equal(p_host, p_dev)
+  assert_trees_equal(s_host, s_dev)
+  masks = js.get_masks(s_host)
+  # The schedule's final sparsity was delivered, exactly round(s * n).
+  for k in ("a", "b"):
+    m = np.asarray(masks[k]["kernel"])
+    assert (~m).sum() == int(np.floor(sched.final_sparsity * m.size + 0.5))
+    assert (np.asarray(p_host[k]["kernel"])[~m] == 0.0).all()
+
+
+@pytest.mark.parametrize("method,freeze", [
+    ("rigl", False), ("rigl", True), ("set", False)])
+def test_dst_host_decided_trains_exactly_as_device_decided(method, freeze):
+  every, begin, end = 3, 1, 10
+  tx = js.dst(method, 0.75, optimizer=optax.adam(1e-2), update_every=every,
+              begin_step=begin, end_step=end,
+              freeze_optimizer_on_update=freeze, seed=1)
+  step = make_step(tx)
+  state = tx.init(make_params())
+  params = js.apply_masks(make_params(), js.get_masks(state))
+  p_dev, s_dev = train(step, state, params, 13)
+  p_host, s_host = train(step, state, params, 13,
+                         js.periodic_updates(every, begin, end))
+  assert_trees_equal(p_host, p_dev)
+  assert_trees_equal(s_host, s_dev)
+  # Updates are shaped like params at update steps too (biases included).
+  at_update = state._replace(count=jnp.int32(begin))
+  grads = jax.grad(loss_fn)(params, X, Y)
+  for flag in (None, True):
+    u, _ = tx.update(grads, at_update, params, mask_update=flag)
+    assert jax.tree.map(jnp.shape, u) == jax.tree.map(jnp.shape, params)
+  # The masks moved (the comparison is not between two idle runs).
+  moved = js.mask_hamming(js.get_masks(state), js.get_masks(s_host))
+  assert sum(int(v) for v in jax.tree.leaves(moved)) > 0
+
+
+@pytest.mark.parametrize("kind", ["prune", "rigl", "set"])
+def test_non_update_step_holds_no_mask_update_code(kind):
+  if kind == "prune":
+    tx = js.prune(SCHEDULES["polynomial"], optimizer=optax.adam(1e-2))
+  else:
+    tx = js.dst(kind, 0.75, optimizer=optax.adam(1e-2), end_step=10)
+  params = make_params()
+  state = tx.init(params)
+  grads = jax.grad(loss_fn)(params, X, Y)
+
+  def prims(flag):
+    fn = functools.partial(tx.update, mask_update=flag)
+    return primitives(jax.make_jaxpr(fn)(grads, state, params).jaxpr)
+
+  device, host_no, host_yes = prims(None), prims(False), prims(True)
+  assert "cond" in device
+  # No branch, no PRNG, no selection: the update code is not there at all.
+  assert not host_no & {"cond", "while", "sort", "top_k", "random_bits",
+                        "threefry2x32", "debug_callback"}
+  # Update steps hold the selection and the host decision's check.
+  assert "debug_callback" in host_yes
+  assert len(host_yes) > len(host_no)
+
+
+def test_host_decision_against_the_schedule_raises_at_run_time():
+  sched = SCHEDULES["polynomial"]
+  tx = js.prune(sched, optimizer=optax.sgd(0.1))
+  step = make_step(tx)
+  params = make_params()
+  state = tx.init(params)
+  assert not sched.is_update_step(0)
+  with pytest.raises(Exception, match=r"mask_update=True .* step count 0"):
+    jax.block_until_ready(step(params, state, mask_update=True))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: js.prune(0.5, optimizer=optax.sgd(0.1)),
+    lambda: js.dst("set", 0.5, optimizer=optax.sgd(0.1), end_step=4)])
+def test_traced_mask_update_is_a_trace_time_error(make):
+  tx = make()
+  params = make_params()
+  state = tx.init(params)
+
+  @jax.jit
+  def step(flag):
+    return tx.update(params, state, params, mask_update=flag)
+
+  with pytest.raises(TypeError, match="`mask_update` must be a Python bool"):
+    step(jnp.bool_(True))
