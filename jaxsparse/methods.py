@@ -131,30 +131,42 @@ def check_method(p: ml_collections.ConfigDict) -> None:
 def make_tx(config: ml_collections.ConfigDict, total_steps: int,
             initial_masks: Any = None):
   """The optax transformation of the mask-based methods (not `rps`)."""
+  return make_tx_and_updates(config, total_steps, initial_masks)[0]
+
+
+def make_tx_and_updates(config: ml_collections.ConfigDict, total_steps: int,
+                        initial_masks: Any = None):
+  """`(tx, is_update)`: `make_tx`'s transformation, and for those that hold
+  masks, the host-side `step -> bool` of their mask updates (else None)."""
   opt = make_optimizer(config, total_steps)
   p = config.pruning
   check_method(p)
   if p.method in ("none", "ste"):
-    return opt
+    return opt, None
   if p.method in DST_METHODS:
+    every, begin, end = p.frequency, p.begin_step, end_step(p, total_steps)
     return jaxsparse.dst(
         p.method, None if initial_masks is not None else p.sparsity,
-        optimizer=opt, end_step=end_step(p, total_steps),
+        optimizer=opt, end_step=end,
         allocation=make_allocation(p), drop_fraction=p.drop_fraction,
-        update_every=p.frequency, begin_step=p.begin_step,
+        update_every=every, begin_step=begin,
         freeze_optimizer_on_update=bool(
             p.get("freeze_optimizer_on_update", False)),
-        initial_masks=initial_masks, seed=config.seed)
+        initial_masks=initial_masks, seed=config.seed,
+    ), jaxsparse.periodic_updates(every, begin, end)
   if p.method in PRUNE_SCORES and initial_masks is None:
+    schedule = make_schedule(p, total_steps)
     return jaxsparse.prune(
-        make_schedule(p, total_steps), score=PRUNE_SCORES[p.method],
+        schedule, score=PRUNE_SCORES[p.method],
         allocation=make_allocation(p), structure=make_structure(p),
-        optimizer=opt, seed=config.seed)
+        optimizer=opt, seed=config.seed), schedule.is_update_step
   if p.method in (*PRUNE_SCORES, *PAI_METHODS, "static"):
     # Fixed masks from initialization (PaI) or from a driver round; without
     # masks (only when checking a config) all prunable leaves stay dense.
-    return jaxsparse.prune(0.0, initial_masks=initial_masks, optimizer=opt,
-                           seed=config.seed)
+    schedule = jaxsparse.constant(0.0)
+    return jaxsparse.prune(schedule, initial_masks=initial_masks,
+                           optimizer=opt, seed=config.seed
+                           ), schedule.is_update_step
   raise ValueError(f"config.pruning.method={p.method!r} has no optax-only "
                    "form (it changes the trainable tree).")
 
@@ -186,6 +198,10 @@ class Method:
       export (hard masks for STE, expanded weights for RPS).
     masks: `(trainable, opt_state, step) -> masks or None`.
     memory: stored floats per compressible weight (None: from the masks).
+    is_update: host-side `step -> bool`, whether `tx` updates its masks at
+      a step; the runner passes it to `tx.update` as `mask_update`, so that
+      non-update steps compile without mask-update code. None: `tx` takes
+      no `mask_update`.
   """
 
   tx: optax.GradientTransformation
@@ -194,6 +210,7 @@ class Method:
   evaluate: Callable[[Any, Any, jax.Array], Any] = _identity_forward
   masks: Callable[[Any, Any, jax.Array], Any] = _state_masks
   memory: float | None = None
+  is_update: Callable[[int], bool] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,8 +256,8 @@ def build(
     return _ste(config, total_steps, params)
   if p.method in PAI_METHODS and initial_masks is None:
     initial_masks = pai_masks(config, params, fns)
-  return Method(tx=make_tx(config, total_steps, initial_masks),
-                trainable=params)
+  tx, is_update = make_tx_and_updates(config, total_steps, initial_masks)
+  return Method(tx=tx, trainable=params, is_update=is_update)
 
 
 def pai_masks(config: ml_collections.ConfigDict, params: Any,

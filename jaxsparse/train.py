@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -55,15 +56,19 @@ def make_steps(graphdef, method: methods_lib.Method):
   """Jitted pure train and eval steps."""
   tx = method.tx
 
-  @jax.jit
-  def train_step(state, batch):
+  @functools.partial(jax.jit, static_argnames="mask_update")
+  def train_step(state, batch, mask_update=None):
+    """One step; `mask_update`: `method.is_update(step)`, or None."""
+    extra = {} if mask_update is None else {"mask_update": mask_update}
+
     def loss_fn(trainable):
       params = method.forward(trainable, state["opt_state"], state["step"])
       return _loss(graphdef, params, state["rest"], batch, True)
 
     (loss, (logits, rest)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state["params"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"],
+                                   **extra)
     params = optax.apply_updates(state["params"], updates)
     acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
     return (dict(params=params, rest=rest, opt_state=opt_state,
@@ -87,6 +92,13 @@ def make_steps(graphdef, method: methods_lib.Method):
     return params, masks, pqi
 
   return train_step, eval_step, export
+
+
+def _mask_update(method: methods_lib.Method, step: int) -> dict[str, bool]:
+  """`train_step`'s `mask_update`, decided on the host (see `Method`)."""
+  if method.is_update is None:
+    return {}
+  return {"mask_update": bool(method.is_update(step))}
 
 
 def evaluate(eval_step, state, images, labels, batch_size=1024):
@@ -194,11 +206,15 @@ def train_and_evaluate(
   prev_masks = export(state)[1]  # for the mask change between evaluations
   tb = _tensorboard(workdir, config)
   with open(metrics_path, "a") as mf:
+    seen = set()  # programs called so far (update and non-update steps)
     for step in range(start, total):
       batch = batches[step]
+      kwargs = _mask_update(method, step)
+      compiled = tuple(kwargs.items()) in seen
+      seen.add(tuple(kwargs.items()))
       t0 = time.perf_counter()
-      state, m = train_step(state, batch)
-      if step > start:  # exclude compilation
+      state, m = train_step(state, batch, **kwargs)
+      if compiled:  # exclude each program's compilation
         jax.block_until_ready(m)
         t_train += time.perf_counter() - t0
         n_timed += 1
