@@ -94,11 +94,9 @@ def make_steps(graphdef, method: methods_lib.Method):
   return train_step, eval_step, export
 
 
-def _mask_update(method: methods_lib.Method, step: int) -> dict[str, bool]:
+def _mask_update(method: methods_lib.Method, step: int) -> bool | None:
   """`train_step`'s `mask_update`, decided on the host (see `Method`)."""
-  if method.is_update is None:
-    return {}
-  return {"mask_update": bool(method.is_update(step))}
+  return None if method.is_update is None else bool(method.is_update(step))
 
 
 def evaluate(eval_step, state, images, labels, batch_size=1024):
@@ -209,11 +207,11 @@ def train_and_evaluate(
     seen = set()  # programs called so far (update and non-update steps)
     for step in range(start, total):
       batch = batches[step]
-      kwargs = _mask_update(method, step)
-      compiled = tuple(kwargs.items()) in seen
-      seen.add(tuple(kwargs.items()))
+      flag = _mask_update(method, step)
+      compiled = flag in seen
+      seen.add(flag)
       t0 = time.perf_counter()
-      state, m = train_step(state, batch, **kwargs)
+      state, m = train_step(state, batch, mask_update=flag)
       if compiled:  # exclude each program's compilation
         jax.block_until_ready(m)
         t_train += time.perf_counter() - t0
