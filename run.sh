@@ -27,7 +27,7 @@ cmd="${1:-}"; shift || true
 case "$cmd" in
   main)
     setup
-    exec "$VENV/bin/python" -m jaxsparse.main --config configs/default.py \
+    exec "$VENV/bin/python" -m jaxsparse.experiments.main --config configs/default.py \
       --workdir "${WORKDIR:-runs/default}" "$@" ;;
   test)
     setup

@@ -2,7 +2,7 @@
 
 An MLP 64-2048-2048-2048-10 (Flax NNX) is trained on scikit-learn's digits
 (1,797 8x8 images; 80/20 split) with
-`jaxsparse.prune(polynomial(0.9), structure=jaxsparse.block(B, B),
+`jaxsparse.prune(polynomial(0.9), structure=jaxsparse.structures.block(B, B),
 optimizer=optax.adam)`: the two 2048x2048 hidden kernels are pruned to 90 %
 in B x B blocks (first and last layers stay dense). The pruned model is then
 converted with `jaxsparse.nn.to_block_sparse` and evaluated again: the
@@ -129,7 +129,7 @@ def main():
   schedule = jaxsparse.polynomial(
       0.9, begin_step=steps // 10, end_step=(6 * steps) // 10,
       frequency=max(1, steps // 20))
-  tx = jaxsparse.prune(schedule, structure=jaxsparse.block(b, b),
+  tx = jaxsparse.prune(schedule, structure=jaxsparse.structures.block(b, b),
                        filter_fn=hidden_only, optimizer=optax.adam(1e-3))
   model = MLP(nnx.Rngs(0))
   opt = train(model, tx, train_set, epochs, bs)

@@ -1,9 +1,9 @@
-"""Global-magnitude masks: `jaxsparse.global_()` vs a full argsort.
+"""Global-magnitude masks: `jaxsparse.allocation.global_()` vs a full argsort.
 
 Models are 4 square kernels of width w (w = 256, 1024, 2048: 0.26M, 4.2M
 and 16.8M weights), pruned to sparsity 0.9 with one global ranking of |w|.
 
-  jaxsparse  `jaxsparse.compute_masks(..., allocation=jaxsparse.global_())`:
+  jaxsparse  `compute_masks(..., allocation=jaxsparse.allocation.global_())`:
              exact counts by threshold search (reductions only, no sort).
   argsort    a stable `jnp.argsort` of the concatenated scores; the k first
              indices are pruned (the same positional tie rule), the mask is
@@ -32,6 +32,7 @@ import jax.numpy as jnp  # noqa: E402
 from _timing import interleaved, log, median_ms  # noqa: E402
 
 import jaxsparse  # noqa: E402
+from jaxsparse._src.core.prune import compute_masks
 
 SPARSITY = 0.9
 NUM_LAYERS = 4
@@ -46,9 +47,9 @@ def make_params(width: int, key: jax.Array) -> dict:
 @jax.jit
 def jaxsparse_masks(params):
   masks = jaxsparse.ones_masks(params)
-  return jaxsparse.compute_masks(
+  return compute_masks(
       params, None, masks, jnp.float32(SPARSITY), jax.random.PRNGKey(0),
-      allocation=jaxsparse.global_())
+      allocation=jaxsparse.allocation.global_())
 
 
 @jax.jit

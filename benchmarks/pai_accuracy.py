@@ -10,7 +10,8 @@ trains with `jaxsparse.prune(0.0, initial_masks=masks,
 optimizer=optax.adam(lr))` (pruned weights stay exactly 0). One shared
 config: Adam lr 1e-3, batch 64, 40 epochs on digits (scikit-learn's 1,797
 8x8 images; first 1,437 train, last 360 test) and 3 epochs on MNIST/CIFAR-10
-(`jaxsparse.data`, only when prepared locally), seeds 0..n-1 (the seed sets
+(`jaxsparse.experiments.data`, only when prepared locally), seeds 0..n-1
+(the seed sets
 the initialization, the masks and the data order).
 
 Methods: SynFlow (100 rounds, data-free), SNIP and GraSP (one class-balanced
@@ -44,10 +45,10 @@ import _timing  # noqa: E402
 from _common import digits, init_mlp, kernel_floats, mlp  # noqa: E402
 
 import jaxsparse  # noqa: E402
-from jaxsparse._src import allocation as alloc_lib  # noqa: E402
-from jaxsparse._src import masks as masks_lib  # noqa: E402
-from jaxsparse._src import pai  # noqa: E402
-from jaxsparse._src import scores as scores_lib  # noqa: E402
+from jaxsparse._src.core import allocation as alloc_lib  # noqa: E402
+from jaxsparse._src.core import masks as masks_lib  # noqa: E402
+from jaxsparse._src.core import scores as scores_lib  # noqa: E402
+from jaxsparse._src.pai import pai  # noqa: E402
 
 METHODS = ("synflow", "snip", "grasp", "magnitude", "random", "random_erk")
 SPARSITIES = (0.9, 0.98, 0.995)
@@ -58,7 +59,7 @@ def load_data(name):
   if name == "digits":
     x, y = digits()
     return (x[:1437], y[:1437]), (x[1437:], y[1437:]), 40
-  from jaxsparse import data
+  from jaxsparse.experiments import data
   train = data.to_arrays(data.load(name, "train"))
   test = data.to_arrays(data.load(name, "test"))
   flat = lambda a: a["image"].reshape(len(a["image"]), -1)
@@ -73,9 +74,9 @@ def make_masks(method, params, sparsity, batch, key):
   if method == "synflow":
     return pai.synflow_masks(mlp, params, batch[0].shape[1:], sparsity)
   if method == "snip":
-    scores = pai.snip_scores(loss_fn, params, batch)
+    scores = pai.snip(loss_fn, params, batch)
   elif method == "grasp":
-    scores = pai.grasp_scores(mlp, params, batch)
+    scores = pai.grasp(mlp, params, batch)
   elif method == "magnitude":
     scores = jax.tree.map(jnp.abs, params)
   else:

@@ -61,11 +61,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _timing  # noqa: E402
 from _common import digits, init_mlp, mlp  # noqa: E402
 
-from jaxsparse._src import allocation as alloc_lib  # noqa: E402
-from jaxsparse._src import masks as masks_lib  # noqa: E402
-from jaxsparse._src import pai  # noqa: E402
-from jaxsparse._src import prune as prune_lib  # noqa: E402
-from jaxsparse._src import scores as scores_lib  # noqa: E402
+from jaxsparse._src.core import allocation as alloc_lib  # noqa: E402
+from jaxsparse._src.core import masks as masks_lib  # noqa: E402
+from jaxsparse._src.core import prune as prune_lib  # noqa: E402
+from jaxsparse._src.core import scores as scores_lib  # noqa: E402
+from jaxsparse._src.pai import pai  # noqa: E402
 
 VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512)
 MLP_SIZES = (64, 512, 128, 32, 10)
@@ -161,9 +161,9 @@ def method_scores(method, model, key):
       model["params"], model["apply"], model["apply_train"], model["batch"])
   if method == "snip":
     loss = lambda p, b: pai.softmax_cross_entropy(apply_eval(p, b[0]), b[1])
-    return pai.snip_scores(loss, v, batch)
+    return pai.snip(loss, v, batch)
   if method == "grasp":
-    return pai.grasp_scores(apply_train, v, batch, num_splits=2)
+    return pai.grasp(apply_train, v, batch, num_splits=2)
   if method == "magnitude":
     return jax.tree.map(jnp.abs, v)
   if method in ("random", "random_erk"):
@@ -175,7 +175,7 @@ def sweep_model(name, model, log10s, rounds):
   v = model["params"]
   ones = masks_lib.ones_masks(v)
   n_total = sum(m.size for m in _kernels(ones))
-  pruner = pai.synflow_pruner(model["apply"], model["input_shape"],
+  pruner = pai.iterative_synflow(model["apply"], model["input_shape"],
                               rounds=rounds)
   rows = {}
   for method in METHODS:
@@ -308,7 +308,7 @@ def time_vgg11(repeats, rounds=100, log10_c=2.0):
   ones = masks_lib.ones_masks(v)
   n = sum(m.size for m in _kernels(ones))
   s = 1.0 - 10.0 ** (-log10_c)
-  pruner = pai.synflow_pruner(apply_fn, shape, rounds=rounds)
+  pruner = pai.iterative_synflow(apply_fn, shape, rounds=rounds)
   t0 = time.perf_counter()
   masks = jax.block_until_ready(pruner(v, s, ones))
   first = time.perf_counter() - t0
@@ -316,7 +316,7 @@ def time_vgg11(repeats, rounds=100, log10_c=2.0):
   _timing.log(f"VGG-11-bn: {n:,} prunable weights; 100 rounds at 10^2 keep "
               f"{sum(kept):,}; per layer {kept}")
   fwd_bwd, thresholds = synflow_parts(apply_fn, shape, rounds)
-  scores = pai.synflow_scores(apply_fn, v, shape)
+  scores = pai.synflow(apply_fn, v, shape)
   s_arr = jnp.float32(s)
   fns = {
       "synflow": lambda: pruner(v, s_arr, ones),

@@ -9,7 +9,7 @@ of an MLP 64-1024-1024-10 (1,124,352 kernel weights) compressed to
   mag-gradual  global magnitude pruning on the cubic schedule during training;
   snip         global |w * g| on one batch at init (Lee et al., 2019);
   synflow      100 rounds of global SynFlow at init (Tanaka et al., 2020);
-               (both from `jaxsparse._src.pai` when present, else local
+               (both from `jaxsparse._src.pai.pai` when present, else local
                fallbacks of the same definitions)
   hashednet    `rps_init(mapper="hashednet")` (per-layer memories);
   roast        `rps_init(mapper="roast")` (one global memory, tiles);
@@ -65,10 +65,11 @@ from _common import (  # noqa: E402
 from _timing import interleaved, log, median_ms, spread_ms  # noqa: E402
 
 import jaxsparse  # noqa: E402
-from jaxsparse._src import rps  # noqa: E402
+from jaxsparse._src.core.prune import compute_masks
+from jaxsparse._src.sharing import rps  # noqa: E402
 
 try:  # the library's SNIP / SynFlow (pruning at init), when present
-  from jaxsparse._src import pai  # noqa: E402
+  from jaxsparse._src.pai import pai  # noqa: E402
 except ImportError:  # pragma: no cover
   pai = None
 
@@ -100,15 +101,16 @@ def batches(x, y, batch, steps, seed):
 def snip_masks(params, x, y, sparsity, key):
   """SNIP: global top |w * g| on one batch (Lee et al., 2019)."""
   if pai is not None:
-    scores = pai.snip_scores(lambda p, b: xent(p, *b), params, (x, y))
+    scores = pai.snip(lambda p, b: xent(p, *b), params, (x, y))
     return pai.masks_from_scores(scores, params, sparsity)
 
   @jax.jit
   def masks_fn(params, x, y):
     grads = jax.grad(xent)(params, x, y)
-    return jaxsparse.compute_masks(
+    return compute_masks(
         params, grads, jaxsparse.ones_masks(params), jnp.float32(sparsity),
-        key, score=jaxsparse.saliency, allocation=jaxsparse.global_())
+        key, score=jaxsparse.scores.saliency,
+        allocation=jaxsparse.allocation.global_())
   return masks_fn(params, x, y)
 
 
@@ -133,9 +135,9 @@ def synflow_masks(params, sparsity, key, rounds=100):
     ap = jax.tree.map(jnp.abs, params)
     g = jax.grad(flow)(ap, fmasks)
     scores = jax.tree.map(lambda p, gg: jnp.abs(p * gg), ap, g)
-    return jaxsparse.compute_masks(
+    return compute_masks(
         params, None, masks, s, key, score=lambda p, gr, k: scores,
-        allocation=jaxsparse.global_())
+        allocation=jaxsparse.allocation.global_())
 
   masks = jaxsparse.ones_masks(params)
   density = 1.0 - sparsity
@@ -193,14 +195,14 @@ def run(method, compression, seed, data, args, lr):
       tx = jaxsparse.prune(
           jaxsparse.polynomial(s, begin_step=0, end_step=int(0.6 * args.steps),
                                frequency=max(1, args.steps // 20)),
-          allocation=jaxsparse.global_(), optimizer=base)
+          allocation=jaxsparse.allocation.global_(), optimizer=base)
       step_key = ("gradual", s, lr)
     else:
       # Masks fixed at init; one compiled step serves every at-init method.
       if method == "mag-init":
-        masks = jax.jit(lambda p: jaxsparse.compute_masks(
+        masks = jax.jit(lambda p: compute_masks(
             p, None, jaxsparse.ones_masks(p), jnp.float32(s), kmask,
-            allocation=jaxsparse.global_()))(params)
+            allocation=jaxsparse.allocation.global_()))(params)
       elif method == "snip":
         xb, yb = next(batches(xtr, ytr, args.batch, 1, seed + 1000))
         masks = snip_masks(params, xb, yb, s, kmask)
@@ -215,11 +217,11 @@ def run(method, compression, seed, data, args, lr):
     m = compression * n_kernel
     tile = next((t for t in ((32, 32), (16, 16), (8, 8), (4, 4))
                  if t[0] * t[1] * 16 <= m), (2, 2))
-    params, spec = rps.rps_init(params, compression, mapper=method,
+    params, spec = rps.init(params, compression, mapper=method,
                                 seed=seed, tile=tile)
     fn, tx = spec.expand, base
     if method == "stable_rps":
-      tx = optax.chain(rps.rps_gradient_scaling(spec), base)
+      tx = optax.chain(rps.gradient_scaling(spec), base)
     stored = spec.memory_size
     step_key = (method, spec, lr)
     if method == "roast":
@@ -393,10 +395,10 @@ def overhead(args):
   runners = {"dense": Runner(make(base, lambda q: q), copy(params),
                              base.init(params))}
   for mapper in args.mappers:
-    memory, spec = rps.rps_init(params, 0.1, mapper=mapper)
+    memory, spec = rps.init(params, 0.1, mapper=mapper)
     tx = base
     if mapper == "stable_rps":
-      tx = optax.chain(rps.rps_gradient_scaling(spec), base)
+      tx = optax.chain(rps.gradient_scaling(spec), base)
     runners[mapper] = Runner(make(tx, spec.expand), copy(memory),
                              tx.init(memory))
   log(f"MLP {sizes}: {n_kernel:,} kernel weights, compression 0.1, batch "
@@ -422,7 +424,7 @@ def overhead(args):
   log(f"compiled memory of expand at {n_big:,} weights (compression 0.1):")
   mem_report = {}
   for mapper in args.mappers:
-    memory, spec = rps.rps_init(shapes, 0.1, mapper=mapper)
+    memory, spec = rps.init(shapes, 0.1, mapper=mapper)
     memory = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), memory)
     fwd = compiled_bytes(spec.expand, memory)

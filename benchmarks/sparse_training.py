@@ -49,14 +49,14 @@ from _common import (  # noqa: E402
   xent,
 )
 
-from jaxsparse._src import allocation as alloc_lib  # noqa: E402
-from jaxsparse._src import dst as dst_lib  # noqa: E402
-from jaxsparse._src import masks as masks_lib  # noqa: E402
-from jaxsparse._src import prune as prune_lib  # noqa: E402
-from jaxsparse._src import schedules as sched_lib  # noqa: E402
-from jaxsparse._src import scores as scores_lib  # noqa: E402
-from jaxsparse._src import ste as ste_lib  # noqa: E402
-from jaxsparse._src import structures as struct_lib  # noqa: E402
+from jaxsparse._src.core import allocation as alloc_lib  # noqa: E402
+from jaxsparse._src.core import masks as masks_lib  # noqa: E402
+from jaxsparse._src.core import prune as prune_lib  # noqa: E402
+from jaxsparse._src.core import schedules as sched_lib  # noqa: E402
+from jaxsparse._src.core import scores as scores_lib  # noqa: E402
+from jaxsparse._src.core import structures as struct_lib  # noqa: E402
+from jaxsparse._src.dst import dst as dst_lib  # noqa: E402
+from jaxsparse._src.dst import ste as ste_lib  # noqa: E402
 
 # --------------------------------------------------------------------------
 # Model and data.

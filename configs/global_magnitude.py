@@ -1,14 +1,9 @@
 """Global magnitude pruning (one ranking over all layers)."""
 
-import os
-import runpy
-
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.pruning.allocation = "global"
   return c

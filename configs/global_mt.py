@@ -1,16 +1,14 @@
-"""Global magnitude pruning with a per-layer minimum (Gupta et al.,
-MT = 0.05 %)."""
+"""Global magnitude pruning with a per-layer minimum keep (MT = 0.05 %).
 
-import os
-import runpy
+Global magnitude pruning with a per-layer minimum (Gupta et al.,
+MT = 0.05 %).
+"""
 
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.pruning.allocation = "global"
   c.pruning.min_keep_fraction = 5e-4
   c.pruning.sparsity = 0.98

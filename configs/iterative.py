@@ -1,16 +1,14 @@
-"""Iterative pruning: 20 % of the remaining weights every 200 steps, 10
-rounds (density 0.8^10 = 0.107)."""
+"""Iterative pruning: 20 % of the rest every 200 steps, 10 rounds (0.893).
 
-import os
-import runpy
+Iterative pruning: 20 % of the remaining weights every 200 steps, 10
+rounds (density 0.8^10 = 0.107).
+"""
 
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.pruning.schedule = "iterative"
   c.pruning.fraction = 0.2
   c.pruning.every = 200

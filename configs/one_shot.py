@@ -1,15 +1,10 @@
 """One-shot magnitude pruning to 90 % at step 300, then fine-tuning."""
 
-import os
-import runpy
-
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.pruning.schedule = "one_shot"
   c.pruning.begin_step = 300
   return c

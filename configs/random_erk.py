@@ -1,15 +1,10 @@
 """Random pruning at init with ERK layer densities (static sparse training)."""
 
-import os
-import runpy
-
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.pruning.method = "random"
   c.pruning.schedule = "constant"
   c.pruning.allocation = "erk"

@@ -1,16 +1,14 @@
-"""RigL (Evci et al., 2020) at 90 % sparsity with ERK allocation: growth by
-dense-gradient magnitude, cosine-decayed drop fraction 0.3, Delta T = 100."""
+"""RigL at 90 % with ERK: grow by |gradient|, cosine drop 0.3, every 100.
 
-import os
-import runpy
+RigL (Evci et al., 2020) at 90 % sparsity with ERK allocation: growth by
+dense-gradient magnitude, cosine-decayed drop fraction 0.3, Delta T = 100.
+"""
 
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.pruning.method = "rigl"
   c.pruning.allocation = "erk"
   c.pruning.frequency = 100

@@ -1,16 +1,14 @@
-"""Equal memory: magnitude pruning, SynFlow and STABLE-RPS at 10 %, 1 % and
-0.1 % of the weights' floats (counting non-zeros only, as pruning papers do)."""
+"""Equal memory: pruning, SynFlow and STABLE-RPS at 10 / 1 / 0.1 %.
 
-import os
-import runpy
+Equal memory: magnitude pruning, SynFlow and STABLE-RPS at 10 %, 1 % and
+0.1 % of the weights' floats (counting non-zeros only, as pruning papers do).
+"""
 
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.sweep_methods = ("magnitude", "synflow", "rps")
   c.sweep_memory = (0.1, 0.01, 0.001)
   c.pruning.mapper = "stable_rps"

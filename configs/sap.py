@@ -1,16 +1,14 @@
-"""SAP (Diao et al., 2023): rounds of rewind -> train -> prune, the amount
-pruned set by the PQ index of the trained weights (p = 0.5, q = 1)."""
+"""SAP: rewind, train, prune by the PQ index of the weights, in rounds.
 
-import os
-import runpy
+SAP (Diao et al., 2023): rounds of rewind -> train -> prune, the amount
+pruned set by the PQ index of the trained weights (p = 0.5, q = 1).
+"""
 
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.driver = "sap"
   c.driver_rounds = 6
   c.num_epochs = 20

@@ -1,16 +1,14 @@
-"""SET (Mocanu et al., 2018) at 90 % sparsity with ERK allocation: random
-growth, cosine-decayed drop fraction 0.3, mask update every 100 steps."""
+"""SET at 90 % with ERK: random growth, cosine drop 0.3, every 100 steps.
 
-import os
-import runpy
+SET (Mocanu et al., 2018) at 90 % sparsity with ERK allocation: random
+growth, cosine-decayed drop fraction 0.3, mask update every 100 steps.
+"""
 
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.pruning.method = "set"
   c.pruning.allocation = "erk"
   c.pruning.frequency = 100

@@ -1,16 +1,14 @@
-"""2:4 SR-STE (Zhou et al., 2021): N:M masks along the input dimension
-recomputed every step, sparse-refined gradient with lambda_W = 2e-4."""
+"""2:4 SR-STE: N:M masks recomputed every step, lambda_W = 2e-4.
 
-import os
-import runpy
+2:4 SR-STE (Zhou et al., 2021): N:M masks along the input dimension
+recomputed every step, sparse-refined gradient with lambda_W = 2e-4.
+"""
 
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.pruning.method = "ste"
   c.pruning.structure = "n_m"
   c.pruning.n = 2

@@ -1,16 +1,14 @@
-"""Magnitude STE at 90 % sparsity: masks recomputed from the dense weights every
-step, gradients reach all weights (gradual target, Zhu & Gupta)."""
+"""Magnitude STE at 90 %: masks from the dense weights every step.
 
-import os
-import runpy
+Magnitude STE at 90 % sparsity: masks recomputed from the dense weights every
+step, gradients reach all weights (gradual target, Zhu & Gupta).
+"""
 
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.pruning.method = "ste"
   c.pruning.score = "magnitude"
   return c

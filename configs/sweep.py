@@ -1,15 +1,13 @@
-"""Sweep of gradual magnitude pruning over sparsities: one table and one
-accuracy-vs-sparsity plot."""
+"""Gradual magnitude pruning swept over sparsities: one table and one plot.
 
-import os
-import runpy
+Sweep of gradual magnitude pruning over sparsities: one table and one
+accuracy-vs-sparsity plot.
+"""
 
-# Loaded by path, so configs work from any working directory.
-_default = runpy.run_path(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py"))
+from jaxsparse.experiments.config import base
 
 
 def get_config():
-  c = _default["get_config"]()
+  c = base()
   c.sweep_sparsities = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
   return c

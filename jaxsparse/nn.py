@@ -5,11 +5,11 @@
 and `y = x @ W` runs `pallas_kernels.block_sparse_matmul` (Pallas on TPU/GPU,
 an XLA scan on CPU), so compute and memory scale with the density, forward
 and backward. `to_block_sparse` converts a model pruned with
-`jaxsparse.prune(..., structure=jaxsparse.block(bk, bn))`.
+`jaxsparse.prune(..., structure=jaxsparse.structures.block(bk, bn))`.
 
 Example::
 
-  tx = jaxsparse.prune(0.9, structure=jaxsparse.block(32, 32),
+  tx = jaxsparse.prune(0.9, structure=jaxsparse.structures.block(32, 32),
                        optimizer=optax.adam(1e-3))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   ...  # train
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxsparse._src import masks as masks_lib
+from jaxsparse._src.core import masks as masks_lib
 from pallas_kernels import BlockSparse, block_sparse_matmul
 
 Array = jax.Array
@@ -228,7 +228,7 @@ def to_block_sparse(model: nnx.Module, masks: Any, block: tuple[int, int],
     model: an NNX module (changed in place and returned).
     masks: masks like `jaxsparse.get_masks(optimizer.opt_state)`: an entry
       mask for each pruned `kernel`, constant on (bk, bn) blocks (from
-      `structure=jaxsparse.block(bk, bn)`), `None` for dense leaves.
+      `structure=jaxsparse.structures.block(bk, bn)`), `None` for dense leaves.
     block: (bk, bn), the block of the structure.
     **kwargs: passed to `BlockSparseDense` (backend, slots, ...).
 

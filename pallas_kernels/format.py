@@ -114,8 +114,9 @@ class BlockSparse:
     Args:
       w: (K, N) floating weight.
       mask: bool, either per block (K // bk, N // bn) or per entry (K, N)
-        with every (bk, bn) block constant (what `jaxsparse.block(bk, bn)`
-        produces). Entries of `w` outside the mask are dropped.
+        with every (bk, bn) block constant (what
+        `jaxsparse.structures.block(bk, bn)` produces). Entries of `w`
+        outside the mask are dropped.
       block: (bk, bn).
       slots: T, slots per column block; default the largest count in
         `mask` (needs a concrete mask). Fix it to reuse compiled kernels
@@ -227,7 +228,8 @@ def block_mask(mask: Array, shape: tuple[int, int],
         i, j = np.argwhere(partly)[0]
         raise ValueError(
             f"mask is not constant on {bk}x{bn} blocks (block ({i}, {j}) is "
-            "partly kept); use a mask from jaxsparse.block(bk, bn) or a "
+            "partly kept); use a mask from "
+            "jaxsparse.structures.block(bk, bn) or a "
             f"block-level mask of shape {(kb, nb)}.")
     return anyb
   raise ValueError(

@@ -74,7 +74,7 @@ def check_blocks(shape: tuple[int, int], block: tuple[int, int],
         f"block ({bk}, {bn}) with row tile {bm} breaks the TPU block rule: "
         "bk and bn must be multiples of 128 (or equal K / N) and the row "
         f"tile a multiple of 8; offending: {', '.join(bad)}. Use e.g. "
-        "jaxsparse.block(128, 128) or larger.")
+        "jaxsparse.structures.block(128, 128) or larger.")
 
 
 def _pad_rows(x: Array, bm: int) -> Array:

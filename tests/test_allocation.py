@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxsparse as js
+from jaxsparse._src.core.threshold import sortable_key
 
 LENET = [(784, 300), (300, 100), (100, 10)]
 
@@ -72,7 +73,7 @@ def run_alloc(alloc, leaves, sparsity, paths=None):
   cache_key = (id(alloc), paths, shapes)
   if cache_key not in _JITTED:
     _JITTED[cache_key] = (alloc, jax.jit(lambda scores, s: alloc(
-        [js.sortable_key(x) for x in scores], list(paths), list(shapes), s)))
+        [sortable_key(x) for x in scores], list(paths), list(shapes), s)))
   fn = _JITTED[cache_key][1]
   out = fn([jnp.asarray(x, jnp.float32) for x in leaves], jnp.float32(sparsity))
   assert len(out) == len(leaves)
@@ -98,9 +99,9 @@ def _leaves():
 LEAVES = [np.asarray(x, np.float32) for x in _leaves()]
 SIZES = [x.size for x in LEAVES]
 SPARSITIES = [0.0, 0.1, 0.33, 0.5, 0.77, 0.9, 0.99, 1.0]
-GLOBAL = js.global_()
-ERK = js.erk()
-ER = js.er()
+GLOBAL = js.allocation.global_()
+ERK = js.allocation.erk()
+ER = js.allocation.er()
 
 
 # --- count_for ---------------------------------------------------------------
@@ -112,19 +113,19 @@ ER = js.er()
     (0.9, 1, 1), (0.4, 1, 0), (0.3, 10, 3), (0.5, 0, 0),
 ])
 def test_count_for_rounds_halves_up(s, n, want):
-  assert int(js.count_for(s, n)) == want
+  assert int(js.allocation.count_for(s, n)) == want
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.floats(0.0, 1.0, width=32), st.integers(0, 10_000))
 def test_count_for_matches_formula(s, n):
-  k = int(js.count_for(jnp.float32(s), n))
+  k = int(js.allocation.count_for(jnp.float32(s), n))
   assert k == np_count(s, n)
   assert 0 <= k <= n
 
 
 def test_count_for_is_jittable():
-  f = jax.jit(lambda s: js.count_for(s, 9))
+  f = jax.jit(lambda s: js.allocation.count_for(s, 9))
   assert [int(f(s)) for s in (0.0, 0.5, 1.0)] == [0, 5, 9]
 
 
@@ -132,7 +133,7 @@ def test_count_for_is_jittable():
 
 
 def test_uniform_exact_counts_and_mask():
-  alloc = js.uniform()
+  alloc = js.allocation.uniform()
   for s in SPARSITIES:
     masks = run_alloc(alloc, LEAVES, s)
     for x, m in zip(LEAVES, masks, strict=True):
@@ -145,7 +146,7 @@ def test_uniform_exact_counts_and_mask():
 
 
 def test_erk_lenet_density_0_1():
-  d = np.asarray(js.erk_densities(LENET, 0.1))
+  d = np.asarray(js.allocation.erk_densities(LENET, 0.1))
   np.testing.assert_allclose(d, [0.079568, 0.230189, 1.0], atol=2e-6)
   eps = d[0] / (sum(LENET[0]) / math.prod(LENET[0]))
   assert eps == pytest.approx(17.2642, abs=1e-4)
@@ -154,7 +155,7 @@ def test_erk_lenet_density_0_1():
 
 
 def test_erk_lenet_density_0_02():
-  d = np.asarray(js.erk_densities(LENET, 0.02))
+  d = np.asarray(js.allocation.erk_densities(LENET, 0.02))
   np.testing.assert_allclose(d, [0.015394, 0.044534, 0.367403], atol=2e-6)
 
 
@@ -169,7 +170,7 @@ DENSITIES = np.array([0.01, 0.05, 0.1, 0.3, 0.6, 0.95], np.float32)
 def density_sweep(shapes, kind, power_scale=1.0):
   """erk_densities for all DENSITIES with a single compilation."""
   fn = jax.jit(jax.vmap(
-      lambda d: js.erk_densities(shapes, d, kind, power_scale)))
+      lambda d: js.allocation.erk_densities(shapes, d, kind, power_scale)))
   return np.asarray(fn(jnp.asarray(DENSITIES)), np.float64)
 
 
@@ -193,8 +194,8 @@ def test_erk_power_scale_matches_numpy():
 
 
 def test_erk_densities_edge_densities():
-  np.testing.assert_allclose(js.erk_densities(LENET, 1.0), [1, 1, 1])
-  np.testing.assert_allclose(js.erk_densities(LENET, 0.0), [0, 0, 0])
+  np.testing.assert_allclose(js.allocation.erk_densities(LENET, 1.0), [1, 1, 1])
+  np.testing.assert_allclose(js.allocation.erk_densities(LENET, 0.0), [0, 0, 0])
 
 
 @pytest.mark.parametrize("kind", ["erk", "er"])
@@ -202,7 +203,7 @@ def test_erk_and_er_allocation_masks(kind):
   alloc = ERK if kind == "erk" else ER
   shapes = [x.shape for x in LEAVES]
   n = np.array(SIZES)
-  dens = jax.jit(lambda d: js.erk_densities(shapes, d, kind))
+  dens = jax.jit(lambda d: js.allocation.erk_densities(shapes, d, kind))
   for s in SPARSITIES:
     masks = run_alloc(alloc, LEAVES, s)
     d_impl = np.asarray(dens(jnp.float32(1.0 - s)))
@@ -258,7 +259,7 @@ def test_global_ties_across_layers_prune_earlier_layers_first():
 def test_global_min_keep_fraction(mkf):
   total = sum(SIZES)
   t = math.floor(mkf * total)
-  alloc = js.global_(min_keep_fraction=mkf)
+  alloc = js.allocation.global_(min_keep_fraction=mkf)
   for s in SPARSITIES:
     masks = run_alloc(alloc, LEAVES, s)
     kept = [int(m.sum()) for m in masks]
@@ -276,7 +277,7 @@ def test_global_min_keep_protects_the_small_layer():
   leaves = [np.arange(1, 101, dtype=np.float32).reshape(10, 10),
             np.full((2, 5), 0.01, np.float32)]
   t = math.floor(0.04 * 110)  # 4
-  masks = run_alloc(js.global_(min_keep_fraction=0.04), leaves, 0.5)
+  masks = run_alloc(js.allocation.global_(min_keep_fraction=0.04), leaves, 0.5)
   assert int(masks[1].sum()) == t
   assert int((~masks[0]).sum()) == np_count(0.5, 110) - (10 - t)
 
@@ -284,7 +285,7 @@ def test_global_min_keep_protects_the_small_layer():
 def test_global_min_keep_zero_equals_plain_global():
   # 1e-4 * N < 1, so T = 0: no layer is protected.
   assert math.floor(1e-4 * sum(SIZES)) == 0
-  alloc = js.global_(1e-4)
+  alloc = js.allocation.global_(1e-4)
   for s in (0.3, 0.8, 1.0):
     a = run_alloc(alloc, LEAVES, s)
     b = run_alloc(GLOBAL, LEAVES, s)
@@ -295,7 +296,7 @@ def test_global_min_keep_zero_equals_plain_global():
 @pytest.mark.parametrize("bad", [-0.1, 1.5])
 def test_global_min_keep_fraction_validated(bad):
   with pytest.raises(ValueError, match="min_keep_fraction"):
-    js.global_(min_keep_fraction=bad)
+    js.allocation.global_(min_keep_fraction=bad)
 
 
 # --- custom ------------------------------------------------------------------
@@ -305,9 +306,9 @@ PATHS = ["Dense_0/kernel", "Conv_0/kernel", "head/kernel"] + [
 
 
 def test_custom_rules_first_match_and_global_default():
-  alloc = js.custom(
+  alloc = js.allocation.custom(
       {"Dense_0": 0.25, r"^head": lambda s: 0.5 * s, "Dense|head": 1.0},
-      default=js.global_())
+      default=js.allocation.global_())
   rest = [1] + list(range(3, len(LEAVES)))  # unmatched: ranked globally
   for s in SPARSITIES:
     masks = run_alloc(alloc, LEAVES, s, PATHS)
@@ -324,14 +325,15 @@ def test_custom_rules_first_match_and_global_default():
 
 def test_custom_rule_out_of_range_names_rule():
   with pytest.raises(ValueError, match="Dense_0"):
-    js.custom({"Dense_0": 1.5})
+    js.allocation.custom({"Dense_0": 1.5})
 
 
 # --- through prune on a real tree --------------------------------------------
 
 
 def test_allocation_through_prune_uses_magnitude_and_paths():
-  alloc = js.custom({"Dense_0": 0.3}, default=js.global_())
+  alloc = js.allocation.custom({"Dense_0": 0.3},
+                               default=js.allocation.global_())
   rng = np.random.RandomState(7)
   w0 = rng.randn(12, 10).astype(np.float32)
   w1 = rng.randn(10, 6).astype(np.float32)

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import jaxsparse
-from jaxsparse._src import bits as bits_lib
+from jaxsparse._src.core import bits as bits_lib
 
 SHAPES = [(1,), (5,), (7, 3), (16, 4), (9, 1), (3, 3, 5, 7), (2, 9, 6)]
 
@@ -86,8 +86,9 @@ def test_states_keep_the_packed_copy_equal_to_the_masks(kind):
         jaxsparse.polynomial(0.8, begin_step=0, end_step=6, frequency=2),
         optimizer=optax.adam(1e-2))
   else:
-    tx = jaxsparse.dst(kind, 0.7, optimizer=optax.adam(1e-2), end_step=8,
-                       update_every=2, drop_fraction=0.5)
+    tx = getattr(jaxsparse.dst, kind)(
+        0.7, optimizer=optax.adam(1e-2), end_step=8, update_every=2,
+        drop_fraction=0.5)
   params = _params()
   state = tx.init(params)
   params = jaxsparse.apply_masks(params, jaxsparse.get_masks(state))

@@ -14,6 +14,7 @@ from flax import nnx
 
 import jaxsparse as js
 from jaxsparse import nn as jsnn
+from jaxsparse._src.core.prune import compute_masks
 from pallas_kernels import BlockSparse, block_sparse_matmul, index_dtype
 
 
@@ -82,9 +83,9 @@ def test_from_core_block_structure_mask():
   rng = np.random.default_rng(1)
   w = jnp.asarray(rng.standard_normal((64, 96)), jnp.float32)
   params = {"dense": {"kernel": w, "bias": jnp.zeros(96)}}
-  masks = jax.jit(lambda p: js.compute_masks(
+  masks = jax.jit(lambda p: compute_masks(
       p, None, js.ones_masks(p), 0.75, jax.random.key(0),
-      structure=js.block(16, 32)))(params)
+      structure=js.structures.block(16, 32)))(params)
   m = np.asarray(masks["dense"]["kernel"])
   ws = BlockSparse.from_dense(w, m, (16, 32))
   np.testing.assert_array_equal(ws.to_dense(), np.asarray(w) * m)
@@ -338,7 +339,7 @@ def test_convert_pruned_nnx_mlp():
   model = MLP(nnx.Rngs(0))
   keep_out = lambda path, leaf: js.is_kernel(path, leaf) and "out" not in (
       str(path))
-  tx = js.prune(0.75, structure=js.block(16, 16), filter_fn=keep_out,
+  tx = js.prune(0.75, structure=js.structures.block(16, 16), filter_fn=keep_out,
                 optimizer=optax.adam(1e-2))
   opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
   x = np.random.default_rng(6).standard_normal((16, 32)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Tests for jaxsparse.data: digits builder, tfds sources, grain loader."""
+"""Tests for jaxsparse.experiments.data: digits, tfds sources, grain loader."""
 
 import itertools
 
@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
-from jaxsparse import data
+from jaxsparse.experiments import data
 
 _CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
 _CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)

@@ -13,10 +13,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsparse._src import allocation as alloc_lib
-from jaxsparse._src import dst as dst_lib
-from jaxsparse._src import masks as masks_lib
-from jaxsparse._src import ste as ste_lib
+from jaxsparse._src.core import allocation as alloc_lib
+from jaxsparse._src.core import masks as masks_lib
+from jaxsparse._src.dst import dst as dst_lib
+from jaxsparse._src.dst import ste as ste_lib
 
 ALPHA, EVERY, BEGIN, END = 0.3, 3, 1, 10  # updates at steps 1, 4, 7, 10.
 UPDATE_STEPS = (1, 4, 7, 10)
@@ -59,9 +59,10 @@ def slots(inner_state):
 
 @functools.cache
 def config(method, freeze=False):
-  tx = dst_lib.dst(method, 0.75, optimizer=combo(), drop_fraction=ALPHA,
-                   update_every=EVERY, begin_step=BEGIN, end_step=END,
-                   freeze_optimizer_on_update=freeze, seed=3)
+  tx = dst_lib.sparse_training(
+      method, 0.75, optimizer=combo(), drop_fraction=ALPHA,
+      update_every=EVERY, begin_step=BEGIN, end_step=END,
+      freeze_optimizer_on_update=freeze, seed=3)
   return tx, jax.jit(tx.update)
 
 
@@ -299,7 +300,7 @@ def test_cosine_drop_fraction_schedule():
 
 def test_inject_hyperparams_adam_erk_and_unpruned_leaves():
   opt = optax.inject_hyperparams(optax.adam)(learning_rate=1e-2)
-  tx = dst_lib.dst("rigl", 0.8, optimizer=opt,
+  tx = dst_lib.sparse_training("rigl", 0.8, optimizer=opt,
                    allocation=alloc_lib.erk(), update_every=2, end_step=6)
   params = make_params(1)
   state = tx.init(params)
@@ -372,7 +373,7 @@ def test_initial_masks_get_masks_and_chain():
   params = make_params()
   init = {k: {"kernel": jnp.arange(params[k]["kernel"].size).reshape(
       params[k]["kernel"].shape) % 3 == 0, "bias": None} for k in KERNELS}
-  tx = optax.chain(optax.clip(1.0), dst_lib.dst(
+  tx = optax.chain(optax.clip(1.0), dst_lib.sparse_training(
       "set", None, optimizer=optax.sgd(0.1), end_step=10,
       initial_masks=init))
   state = tx.init(params)
@@ -384,17 +385,18 @@ def test_initial_masks_get_masks_and_chain():
 
 def test_argument_errors():
   with pytest.raises(ValueError, match="rigl"):
-    dst_lib.dst("magic", 0.5, optimizer=optax.sgd(0.1), end_step=10)
+    dst_lib.sparse_training("magic", 0.5, optimizer=optax.sgd(0.1), end_step=10)
   with pytest.raises(ValueError, match="end_step"):
-    dst_lib.dst("rigl", 0.5, optimizer=optax.sgd(0.1), end_step=5,
+    dst_lib.sparse_training("rigl", 0.5, optimizer=optax.sgd(0.1), end_step=5,
                 begin_step=10)
   with pytest.raises(ValueError, match="sparsity"):
-    dst_lib.dst("rigl", None, optimizer=optax.sgd(0.1), end_step=5)
+    dst_lib.sparse_training("rigl", None, optimizer=optax.sgd(0.1), end_step=5)
   with pytest.raises(ValueError, match="update_every"):
-    dst_lib.dst("rigl", 0.5, optimizer=optax.sgd(0.1), end_step=5,
+    dst_lib.sparse_training("rigl", 0.5, optimizer=optax.sgd(0.1), end_step=5,
                 update_every=0)
-  tx = dst_lib.dst("rigl", 0.5, optimizer=optax.sgd(0.1), end_step=5,
-                   initial_masks={"w": jnp.ones((4, 4), bool)})
+  tx = dst_lib.sparse_training(
+      "rigl", 0.5, optimizer=optax.sgd(0.1), end_step=5,
+      initial_masks={"w": jnp.ones((4, 4), bool)})
   state = tx.init({"w": jnp.ones((4, 4))})
   with pytest.raises(ValueError, match="params"):
     tx.update({"w": jnp.ones((4, 4))}, state)
@@ -418,8 +420,8 @@ def test_flax_nnx_state_params():
     logits = nnx.merge(graphdef, p, rest)(X)
     return optax.softmax_cross_entropy_with_integer_labels(logits, Y).mean()
 
-  tx = dst_lib.dst("rigl", 0.5, optimizer=optax.adam(1e-2), end_step=4,
-                   update_every=2)
+  tx = dst_lib.sparse_training(
+      "rigl", 0.5, optimizer=optax.adam(1e-2), end_step=4, update_every=2)
   state = tx.init(params)
   params = masks_lib.apply_masks(params, masks_lib.get_masks(state))
 

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import jaxsparse as js
-from jaxsparse._src.elementwise import elementwise_in
+from jaxsparse._src.core.elementwise import elementwise_in
 
 PARAMS = {"w": jnp.ones((4, 3)), "b": jnp.ones(3), "v": jnp.ones((4, 3))}
 # Masks (None: a dense leaf); only their presence matters here.
@@ -120,7 +120,7 @@ def test_gradients_reach_a_mixing_optimizer_masked(method, mixing):
   if method == "prune":
     tx = js.prune(0.5, optimizer=_recorder(mixing))
   else:
-    tx = js.dst("rigl", 0.5, optimizer=_recorder(mixing), end_step=100,
+    tx = js.dst.rigl(0.5, optimizer=_recorder(mixing), end_step=100,
                 update_every=50)
   params = {k: v + 0.5 for k, v in _grads().items()}
   state = tx.init(params)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxsparse
-from jaxsparse._src import lottery
+from jaxsparse._src.lottery import lottery
 
 
 def _params(seed=0):
@@ -35,11 +35,11 @@ def test_global_imp_density_is_0_8_power_j():
   remaining = n
   for j in range(1, 9):
     old = (np.ones(n, bool) if masks is None else _flat(masks, names))
-    masks = lottery.imp_prune(params, masks, 0.2)
+    masks = lottery.prune(params, masks, 0.2)
     new = _flat(masks, names)
     # ceil(0.2 * remaining) pruned, computed independently.
     remaining -= math.ceil(0.2 * remaining)
-    assert new.sum() == remaining == lottery.imp_remaining(n, j)[-1]
+    assert new.sum() == remaining == lottery.remaining(n, j)[-1]
     assert abs(new.sum() / n - 0.8 ** j) <= j / n
     # Only previously kept weights go, and they are the smallest |w|.
     assert not (new & ~old).any()
@@ -53,7 +53,7 @@ def test_layerwise_imp_and_dense_output_layer():
   masks["out"]["kernel"] = None  # open_lth leaves the output layer dense.
   sizes = {"l0": 600, "l1": 140}
   for _ in range(3):
-    masks = lottery.imp_prune(params, masks, 0.2, scope="layer")
+    masks = lottery.prune(params, masks, 0.2, scope="layer")
     for name in sizes:
       sizes[name] -= math.ceil(0.2 * sizes[name])
       assert int(masks[name]["kernel"].sum()) == sizes[name]
@@ -62,20 +62,20 @@ def test_layerwise_imp_and_dense_output_layer():
 
 def test_prune_count_is_exact_rational():
   # 0.2 * 5 must be 1 (float32 arithmetic can give 1.0000001 -> 2).
-  assert lottery.imp_prune_count(5, 0.2) == 1
-  assert lottery.imp_prune_count(10**7 + 5, 0.2) == 2 * 10**6 + 1
-  assert lottery.imp_num_rounds(0.8 ** 10 + 1e-9) == 10
-  assert lottery.imp_num_rounds(0.036) == 15
-  assert 0.8 ** lottery.imp_num_rounds(0.05) <= 0.05
-  assert lottery.imp_num_rounds(1.0) == 0
+  assert lottery.prune_count(5, 0.2) == 1
+  assert lottery.prune_count(10**7 + 5, 0.2) == 2 * 10**6 + 1
+  assert lottery.num_rounds(0.8 ** 10 + 1e-9) == 10
+  assert lottery.num_rounds(0.036) == 15
+  assert 0.8 ** lottery.num_rounds(0.05) <= 0.05
+  assert lottery.num_rounds(1.0) == 0
   with pytest.raises(ValueError):
-    lottery.imp_prune(_params(), None, 0.2, scope="neuron")
+    lottery.prune(_params(), None, 0.2, scope="neuron")
 
 
 def test_rewind_restores_survivors_and_zeroes_pruned():
   saved = _params(2)
   trained = jax.tree.map(lambda x: x * 5.0 + 1.0, saved)
-  masks = lottery.imp_prune(trained, None, 0.5)
+  masks = lottery.prune(trained, None, 0.5)
   rewound = lottery.rewind(saved, masks)
   for name in ("l0", "l1", "out"):
     m = np.asarray(masks[name]["kernel"])
@@ -93,7 +93,7 @@ def test_run_imp_rewind_to_init():
     out = jax.tree.map(lambda x: x + 0.01 * jnp.sign(x), params)
     return jaxsparse.apply_masks(out, masks), {"acc": len(calls)}
 
-  params, masks, history = lottery.run_imp(train_fn, init, 4)
+  params, masks, history = lottery.run(train_fn, init, 4)
   assert len(calls) == 5 and [h["level"] for h in history] == list(range(5))
   n = 600 + 140 + 21
   for j, h in enumerate(history):
@@ -120,7 +120,7 @@ def test_run_imp_late_rewinding():
       return out, {}, at_k
     return out, {}
 
-  _, masks, history = lottery.run_imp(train_fn, init, 2, rewind_step=7)
+  _, masks, history = lottery.run(train_fn, init, 2, rewind_step=7)
   assert [(a, b) for a, b, _ in log] == [(7, None), (None, 7), (None, 7)]
   np.testing.assert_array_equal(log[0][2]["l1"]["kernel"],
                                 init["l1"]["kernel"])

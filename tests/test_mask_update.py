@@ -123,9 +123,9 @@ def test_prune_host_decided_trains_exactly_as_device_decided(spelling, name):
     ("rigl", False), ("rigl", True), ("set", False)])
 def test_dst_host_decided_trains_exactly_as_device_decided(method, freeze):
   every, begin, end = 3, 1, 10
-  tx = js.dst(method, 0.75, optimizer=optax.adam(1e-2), update_every=every,
-              begin_step=begin, end_step=end,
-              freeze_optimizer_on_update=freeze, seed=1)
+  tx = getattr(js.dst, method)(
+      0.75, optimizer=optax.adam(1e-2), update_every=every,
+      begin_step=begin, end_step=end, freeze_optimizer_on_update=freeze, seed=1)
   step = make_step(tx)
   state = tx.init(make_params())
   params = js.apply_masks(make_params(), js.get_masks(state))
@@ -143,7 +143,7 @@ def test_dst_host_decided_trains_exactly_as_device_decided(method, freeze):
         grads, at_update, params)
     assert jax.tree.map(jnp.shape, u) == jax.tree.map(jnp.shape, params)
   # The masks moved (the comparison is not between two idle runs).
-  moved = js.mask_hamming(js.get_masks(state), js.get_masks(s_host))
+  moved = js.dst.mask_hamming(js.get_masks(state), js.get_masks(s_host))
   assert sum(int(v) for v in jax.tree.leaves(moved)) > 0
 
 
@@ -152,7 +152,7 @@ def test_non_update_step_holds_no_mask_update_code(kind):
   if kind == "prune":
     tx = js.prune(SCHEDULES["polynomial"], optimizer=optax.adam(1e-2))
   else:
-    tx = js.dst(kind, 0.75, optimizer=optax.adam(1e-2), end_step=10)
+    tx = getattr(js.dst, kind)(0.75, optimizer=optax.adam(1e-2), end_step=10)
   params = make_params()
   state = tx.init(params)
   grads = jax.grad(loss_fn)(params, X, Y)
@@ -184,7 +184,7 @@ def test_host_decision_against_the_schedule_raises_at_run_time():
 
 @pytest.mark.parametrize("make", [
     lambda: js.prune(0.5, optimizer=optax.sgd(0.1)),
-    lambda: js.dst("set", 0.5, optimizer=optax.sgd(0.1), end_step=4)])
+    lambda: js.dst.set(0.5, optimizer=optax.sgd(0.1), end_step=4)])
 def test_traced_mask_update_is_a_trace_time_error(make):
   tx = make()
   params = make_params()

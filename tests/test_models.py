@@ -1,4 +1,4 @@
-"""Tests for jaxsparse.models (Flax NNX classifiers)."""
+"""Tests for jaxsparse.experiments.models (Flax NNX classifiers)."""
 
 import functools
 
@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 import jaxsparse
-from jaxsparse import models
+from jaxsparse.experiments import models
 
 DIGITS, MNIST, CIFAR = (8, 8, 1), (28, 28, 1), (32, 32, 3)
 NAMES = ("mlp", "lenet5", "vgg", "resnet", "vit")

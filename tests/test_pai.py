@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxsparse
-from jaxsparse._src import pai
+from jaxsparse._src.pai import pai
 
 # --------------------------------------------------------------------------
 # Small models as plain functions.
@@ -66,7 +66,7 @@ def _kernels(tree):
 def test_synflow_scores_match_closed_form_and_conserve_on_mlp():
   sizes = [12, 20, 15, 7]
   params = _mlp_params(jax.random.PRNGKey(0), sizes)
-  scores = pai.synflow_scores(_mlp, params, (12,))
+  scores = pai.synflow(_mlp, params, (12,))
   r = float(pai.synaptic_flow(_mlp, params, (12,)))
   w = [np.abs(np.asarray(params[f"l{i}"]["kernel"], np.float64))
        for i in range(3)]
@@ -88,7 +88,7 @@ def test_synflow_scores_match_closed_form_and_conserve_on_mlp():
 
 def test_synflow_conservation_on_cnn():
   params = _cnn_params(jax.random.PRNGKey(1))
-  scores = pai.synflow_scores(_cnn, params, (6, 6, 2), x64=True)
+  scores = pai.synflow(_cnn, params, (6, 6, 2), x64=True)
   r = float(pai.synaptic_flow(_cnn, params, (6, 6, 2), x64=True))
   assert r > 0
   s0, s1, sf = (np.asarray(scores[k]["kernel"], np.float64)
@@ -107,8 +107,8 @@ def test_synflow_uses_absolute_values_of_every_leaf():
   key = jax.random.PRNGKey(2)
   params = _mlp_params(key, [5, 6, 3], bias=True)
   flipped = jax.tree.map(lambda x: -x, params)
-  a = pai.synflow_scores(_mlp, params, (5,))
-  b = pai.synflow_scores(_mlp, flipped, (5,))
+  a = pai.synflow(_mlp, params, (5,))
+  b = pai.synflow(_mlp, flipped, (5,))
   for x, y in zip(_kernels(a), _kernels(b), strict=True):
     np.testing.assert_allclose(x, y, rtol=1e-6)
   # Biases count (|b| > 0 adds flow) but are not scored.
@@ -138,7 +138,7 @@ def test_iterative_synflow_avoids_collapse_where_magnitude_collapses():
     traces.append(1)
     return _mlp(p, x)
 
-  run = pai.synflow_pruner(counted, (256,), rounds=100)
+  run = pai.iterative_synflow(counted, (256,), rounds=100)
   for keep in (100, 3):  # 3 weights = one path: the maximal compression.
     s = 1.0 - keep / n
     masks = run(params, s, ones)
@@ -174,7 +174,7 @@ def test_synflow_x64_survives_float32_overflow():
   params = _mlp_params(jax.random.PRNGKey(4), [8, 8, 8, 8], scale=1e14)
   r32 = pai.synaptic_flow(_mlp, params, (8,))
   assert not np.isfinite(float(r32))
-  scores = pai.synflow_scores(_mlp, params, (8,), x64=True)
+  scores = pai.synflow(_mlp, params, (8,), x64=True)
   sums = np.asarray([np.asarray(s, np.float64).sum()
                      for s in _kernels(scores)])
   assert np.all(np.isfinite(sums)) and np.all(sums > 0)
@@ -227,7 +227,7 @@ def test_snip_equals_independent_theta_times_gradient():
   def loss_fn(p, batch):
     return pai.softmax_cross_entropy(_mlp(p, batch[0]), batch[1])
 
-  scores = pai.snip_scores(loss_fn, params, (x, y))
+  scores = pai.snip(loss_fn, params, (x, y))
   # Hand-written backprop in float64.
   w0, b0 = (np.asarray(params["l0"][k], np.float64) for k in ("kernel", "bias"))
   w1, b1 = (np.asarray(params["l1"][k], np.float64) for k in ("kernel", "bias"))
@@ -280,7 +280,7 @@ def test_grasp_hessian_vector_product_matches_finite_differences():
   with jax.enable_x64(True):
     params, x, y = _grasp_setup()
     t = 200.0
-    imp = pai.grasp_scores(_tanh_mlp, params, (x, y), temperature=t)
+    imp = pai.grasp(_tanh_mlp, params, (x, y), temperature=t)
 
     def loss(p):
       return pai.softmax_cross_entropy(_tanh_mlp(p, x) / t, y)
@@ -301,7 +301,7 @@ def test_grasp_hessian_vector_product_matches_finite_differences():
                                  atol=1e-12 * np.abs(want).max())
       assert imp[name]["bias"] is None
     # Two halves as in the reference: g and Hg both double, scores x4.
-    halves = pai.grasp_scores(_tanh_mlp, params, (x, y), temperature=t,
+    halves = pai.grasp(_tanh_mlp, params, (x, y), temperature=t,
                               num_splits=2)
     for name in ("l0", "l1"):
       np.testing.assert_allclose(halves[name]["kernel"],
@@ -312,7 +312,7 @@ def test_grasp_hessian_vector_product_matches_finite_differences():
 def test_grasp_masks_remove_the_largest_paper_scores():
   params, x, y = _grasp_setup()
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
-  imp = pai.grasp_scores(_tanh_mlp, params, (x, y))
+  imp = pai.grasp(_tanh_mlp, params, (x, y))
   paper = -np.concatenate([np.asarray(s).ravel() for s in _kernels(imp)])
   for s in (0.3, 0.55, 0.9):
     masks = pai.masks_from_scores(imp, params, s)
@@ -338,7 +338,7 @@ def test_masks_from_scores_layerwise_and_existing_masks():
   params = _mlp_params(jax.random.PRNGKey(7), [6, 5, 4])
   scores = jax.tree.map(jnp.abs, params)
   masks = pai.masks_from_scores(scores, params, 0.5,
-                                allocation=jaxsparse.uniform())
+                                allocation=jaxsparse.allocation.uniform())
   assert int((~masks["l0"]["kernel"]).sum()) == 15
   assert int((~masks["l1"]["kernel"]).sum()) == 10
   for name in ("l0", "l1"):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxsparse
-from jaxsparse._src import pqi
+from jaxsparse._src.pai import pqi
 
 
 def _pqi_np(w, p, q):

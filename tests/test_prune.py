@@ -409,7 +409,7 @@ def test_filter_selecting_int_leaf_names_it():
 
 def test_filter_fn_selects_leaves_by_path():
   params = mlp_params()
-  only_first = lambda path, x: "Dense_0" in js._src.masks.path_str(path) and (
+  only_first = lambda path, x: "Dense_0" in js._src.core.masks.path_str(path) and (
       x.ndim == 2)
   tx = js.prune(0.5, filter_fn=only_first)
   _, state = tx.update(params, tx.init(params), params)
@@ -422,10 +422,10 @@ def test_random_scores_reproducible_from_seed():
   params = mlp_params()
 
   # The seed lives in the state: one compiled update serves every seed.
-  update = jax.jit(js.prune(0.5, score=js.random).update)
+  update = jax.jit(js.prune(0.5, score=js.scores.random).update)
 
   def mask(seed):
-    state = js.prune(0.5, score=js.random, seed=seed).init(params)
+    state = js.prune(0.5, score=js.scores.random, seed=seed).init(params)
     _, state = update(params, state, params)
     return js.get_masks(state)
 
@@ -444,7 +444,7 @@ def test_saliency_score_uses_the_gradients():
   params = mlp_params()
   x, y = data()
   grads = jax.grad(mlp_loss)(params, x, y)
-  tx = js.prune(0.75, score=js.saliency)
+  tx = js.prune(0.75, score=js.scores.saliency)
   _, state = tx.update(grads, tx.init(params), params)
   masks = js.get_masks(state)
   for p in KERNELS:

@@ -13,7 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsparse._src import rps, rps_mappers
+from jaxsparse._src.sharing import mappers as rps_mappers
+from jaxsparse._src.sharing import rps
 
 P = 2038074743
 MAPPERS = ("hashednet", "roast", "stable_rps")
@@ -118,7 +119,7 @@ def test_uint32_universal_hash_is_exact():
 @pytest.mark.parametrize("mapper", MAPPERS)
 def test_expand_matches_numpy_definition(mapper):
   params = mlp(jax.random.PRNGKey(0))
-  memory, spec = rps.rps_init(params, 0.2, mapper=mapper, seed=3, tile=TILE)
+  memory, spec = rps.init(params, 0.2, mapper=mapper, seed=3, tile=TILE)
   out = jax.jit(spec.expand)(memory)
   shared = np.asarray(memory.shared)
   assert spec.memory_size == (
@@ -149,7 +150,7 @@ def test_expand_matches_numpy_definition(mapper):
 @pytest.mark.parametrize("compression", [1.0, 0.5, 0.13, 0.02])
 def test_randomfold_loads_and_bijection(sizes, compression):
   params = mlp(jax.random.PRNGKey(1), sizes)
-  memory, spec = rps.rps_init(params, compression, mapper="stable_rps",
+  memory, spec = rps.init(params, compression, mapper="stable_rps",
                               seed=5)
   m, n = spec.memory_size, spec.n_compressed
   # Recover the slot of every weight from expand itself: memory = 1..m.
@@ -172,7 +173,7 @@ def test_hashing_loads_are_not_balanced():
   # The contrast that makes the RANDOMFOLD test meaningful.
   params = mlp(jax.random.PRNGKey(1))
   for mapper in ("hashednet", "roast"):
-    _, spec = rps.rps_init(params, 0.13, mapper=mapper, tile=TILE)
+    _, spec = rps.init(params, 0.13, mapper=mapper, tile=TILE)
     idx = np.concatenate([ref_index(spec, x).ravel() for x in spec.compressed])
     loads = np.bincount(idx, minlength=spec.memory_size)
     assert loads.max() - loads.min() > 1, mapper
@@ -182,7 +183,7 @@ def test_hashing_loads_are_not_balanced():
 @pytest.mark.parametrize("mapper", MAPPERS)
 def test_memory_gradient_is_scatter_add(mapper):
   params = mlp(jax.random.PRNGKey(2))
-  memory, spec = rps.rps_init(params, 0.15, mapper=mapper, seed=1, tile=TILE)
+  memory, spec = rps.init(params, 0.15, mapper=mapper, seed=1, tile=TILE)
   rng = np.random.default_rng(0)
   cot = jax.tree.map(
       lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
@@ -203,7 +204,7 @@ def test_memory_gradient_is_scatter_add(mapper):
 @pytest.mark.parametrize("mapper", MAPPERS)
 def test_slot_statistics_and_scaler(mapper):
   params = mlp(jax.random.PRNGKey(3))
-  memory, spec = rps.rps_init(params, 0.1, mapper=mapper, tile=TILE)
+  memory, spec = rps.init(params, 0.1, mapper=mapper, tile=TILE)
   m = spec.memory_size
   load, s1, s2 = np.zeros(m), np.zeros(m), np.zeros(m)
   for leaf in spec.compressed:
@@ -217,7 +218,7 @@ def test_slot_statistics_and_scaler(mapper):
   np.testing.assert_allclose(got[2], s2, rtol=1e-5)
   v1 = np.where(load > 0, s1**2 / np.maximum(load, 1), 0.0)
   for mode, want in (("v1", v1), ("v5", s2)):
-    state = rps.rps_gradient_scaling(spec, mode).init(memory)
+    state = rps.gradient_scaling(spec, mode).init(memory)
     np.testing.assert_allclose(state.scaler, 1e-6 + want, rtol=1e-5)
 
 
@@ -225,7 +226,7 @@ def test_slot_statistics_and_scaler(mapper):
 def test_compression_one_reproduces_dense_model_and_sgd():
   params = mlp(jax.random.PRNGKey(4))
   x, y = data()
-  _, spec = rps.rps_init(params, 1.0, mapper="stable_rps", seed=9)
+  _, spec = rps.init(params, 1.0, mapper="stable_rps", seed=9)
   memory = spec.project(params)
   out = spec.expand(memory)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
@@ -233,7 +234,7 @@ def test_compression_one_reproduces_dense_model_and_sgd():
 
   lr = 0.5
   dense_tx = optax.sgd(lr)
-  rps_tx = optax.chain(rps.rps_gradient_scaling(spec), optax.sgd(lr))
+  rps_tx = optax.chain(rps.gradient_scaling(spec), optax.sgd(lr))
 
   @jax.jit
   def dense_step(p, s):
@@ -281,13 +282,13 @@ def test_scaled_sgd_is_invariant_to_init_scale():
   params = mlp(jax.random.PRNGKey(5))
   runs = {}
   for scale in (0.04, 0.4):
-    memory, spec = rps.rps_init(params, 0.2, mapper="stable_rps", seed=2,
+    memory, spec = rps.init(params, 0.2, mapper="stable_rps", seed=2,
                                 init_scale=scale)
     np.testing.assert_allclose(
         jnp.abs(memory.shared).max(), scale, rtol=0.05)
     runs[scale] = {
         mode: _train(spec, memory, optax.chain(
-            rps.rps_gradient_scaling(spec, mode), optax.sgd(3.0)))
+            rps.gradient_scaling(spec, mode), optax.sgd(3.0)))
         for mode in ("v1", "v5")}
     runs[scale]["none"] = _train(spec, memory, optax.sgd(0.01))
   for mode in ("v1", "v5"):
@@ -306,9 +307,9 @@ def test_scaled_sgd_is_invariant_to_init_scale():
 @pytest.mark.parametrize("mapper", MAPPERS)
 def test_deterministic_from_seed(mapper):
   params = mlp(jax.random.PRNGKey(6))
-  m1, s1 = rps.rps_init(params, 0.1, mapper=mapper, seed=11, tile=TILE)
-  m2, s2 = rps.rps_init(params, 0.1, mapper=mapper, seed=11, tile=TILE)
-  m3, s3 = rps.rps_init(params, 0.1, mapper=mapper, seed=12, tile=TILE)
+  m1, s1 = rps.init(params, 0.1, mapper=mapper, seed=11, tile=TILE)
+  m2, s2 = rps.init(params, 0.1, mapper=mapper, seed=11, tile=TILE)
+  m3, s3 = rps.init(params, 0.1, mapper=mapper, seed=12, tile=TILE)
   assert s1 == s2 and hash(s1) == hash(s2)
   np.testing.assert_array_equal(m1.shared, m2.shared)
   jax.tree.map(np.testing.assert_array_equal, s1.expand(m1), s2.expand(m2))
@@ -316,7 +317,7 @@ def test_deterministic_from_seed(mapper):
   leaf1, leaf3 = s1.compressed[1], s3.compressed[1]
   assert not np.array_equal(ref_index(s1, leaf1), ref_index(s3, leaf3))
   # The same seed with another key: same hashes, other memory.
-  m4, s4 = rps.rps_init(params, 0.1, mapper=mapper, seed=11, tile=TILE,
+  m4, s4 = rps.init(params, 0.1, mapper=mapper, seed=11, tile=TILE,
                         key=jax.random.PRNGKey(99))
   assert s4 == s1 and not np.array_equal(m4.shared, m1.shared)
 
@@ -324,29 +325,29 @@ def test_deterministic_from_seed(mapper):
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.01, 2.0, float("nan")])
 def test_compression_outside_unit_interval_raises(bad):
   with pytest.raises(ValueError, match=r"\(0, 1\]"):
-    rps.rps_init(mlp(jax.random.PRNGKey(0)), bad)
+    rps.init(mlp(jax.random.PRNGKey(0)), bad)
 
 
 def test_too_small_for_a_tile_raises():
   params = {"a": {"kernel": jnp.ones((64, 64))},
             "b": {"kernel": jnp.ones((4, 8)), "bias": jnp.zeros(8)}}
   with pytest.raises(ValueError, match="leaf 'b/kernel' has 32 weights.*8x8"):
-    rps.rps_init(params, 0.5, mapper="roast", tile=(8, 8))
+    rps.init(params, 0.5, mapper="roast", tile=(8, 8))
   # Excluding the small leaf works; its kernel then passes through.
-  mem, spec = rps.rps_init(params, 0.5, mapper="roast", tile=(8, 8),
+  mem, spec = rps.init(params, 0.5, mapper="roast", tile=(8, 8),
                            filter_fn=lambda path, x: x.size >= 64)
   np.testing.assert_array_equal(spec.expand(mem)["b"]["kernel"],
                                 params["b"]["kernel"])
   # The memory itself smaller than one tile.
   with pytest.raises(ValueError, match="smaller than one 8x8"):
-    rps.rps_init(params["a"], 0.01, mapper="roast", tile=(8, 8))
+    rps.init(params["a"], 0.01, mapper="roast", tile=(8, 8))
   with pytest.raises(ValueError, match="mapper"):
-    rps.rps_init(params, 0.5, mapper="robe")
+    rps.init(params, 0.5, mapper="robe")
 
 
 def test_expand_rejects_foreign_trees():
   params = mlp(jax.random.PRNGKey(0))
-  memory, spec = rps.rps_init(params, 0.1)
+  memory, spec = rps.init(params, 0.1)
   with pytest.raises(TypeError, match="RPSMemory"):
     spec.expand(params)
   with pytest.raises(ValueError, match="shape"):
@@ -359,7 +360,7 @@ def test_trains_with_adam_and_shape_inputs(mapper):
   params = mlp(jax.random.PRNGKey(7))
   shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype),
                         params)
-  memory, spec = rps.rps_init(shapes, 0.3, mapper=mapper, tile=TILE)
+  memory, spec = rps.init(shapes, 0.3, mapper=mapper, tile=TILE)
   for leaf in spec.compressed:  # std from 1/sqrt(fan_in) for shapes
     np.testing.assert_allclose(
         leaf.scale, 1 / math.sqrt(math.prod(leaf.shape[:-1])) / 0.04)
@@ -375,7 +376,7 @@ def test_expand_builds_no_weight_sized_index_array(mapper):
   sizes = (512, 1024, 768)
   params = {f"l{i}": {"kernel": jax.ShapeDtypeStruct((a, b), jnp.float32)}
             for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))}
-  memory, spec = rps.rps_init(params, 0.1, mapper=mapper)
+  memory, spec = rps.init(params, 0.1, mapper=mapper)
   memory = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                         memory)
   loss = lambda mem: sum(jnp.vdot(w, w) for w in jax.tree.leaves(
@@ -398,7 +399,7 @@ def test_memory_budget():
   assert (b.n_weights, b.dense_floats, b.nonzeros) == (n, biases, 4000)
   assert b.compression == pytest.approx(4000 / n)
   assert b.sparsity == pytest.approx(1 - 4000 / n)
-  _, spec = rps.rps_init(params, b.compression)
+  _, spec = rps.init(params, b.compression)
   assert spec.memory_size == 4000
   b = rps.memory_budget(params, 4000, mask_cost="bitmap")
   assert b.nonzeros == math.floor(4000 - n / 32) and b.mask_floats == n / 32

@@ -11,10 +11,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-import jaxsparse
-from jaxsparse import checkpoint as ckpt_lib
-from jaxsparse import data as data_lib
-from jaxsparse import methods, train
+from jaxsparse._src.core.masks import unwrap
+from jaxsparse.experiments import checkpoint as ckpt_lib
+from jaxsparse.experiments import data as data_lib
+from jaxsparse.experiments import methods, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -170,7 +170,7 @@ def test_experiment_writes_table_metrics_and_plots(tmp_path, data_dir, capsys):
 
 def _main(*args, cwd=ROOT):
   return subprocess.run(
-      [sys.executable, "-m", "jaxsparse.main", *args],
+      [sys.executable, "-m", "jaxsparse.experiments.main", *args],
       capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
@@ -212,7 +212,7 @@ def _np_pq_index(weights, p=0.5, q=1.0):
 
 
 def _kernels(params):
-  flat = jax.tree_util.tree_flatten_with_path(jaxsparse.unwrap(params))[0]
+  flat = jax.tree_util.tree_flatten_with_path(unwrap(params))[0]
   return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat
           if np.ndim(v) >= 2}
 

@@ -6,9 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsparse._src import ste as ste_lib
-from jaxsparse._src import structures
-from jaxsparse._src.scores import random as random_score
+from jaxsparse._src.core import structures
+from jaxsparse._src.core.scores import random as random_score
+from jaxsparse._src.dst import ste as ste_lib
 
 
 def np_nm_mask(w, n, m, axis):

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 import jaxsparse as js
+from jaxsparse._src.core.prune import compute_masks
 
 
 def np_count(s, n):
@@ -36,12 +37,12 @@ def ref_nm(w, n, m, axis):
 def masks_fn(structure, allocation):
   """jit(compute_masks) for fixed structure/allocation (cached)."""
   def fn(params, masks, s):
-    return js.compute_masks(params, None, masks, s, jax.random.PRNGKey(0),
+    return compute_masks(params, None, masks, s, jax.random.PRNGKey(0),
                             structure=structure, allocation=allocation)
   return jax.jit(fn)
 
 
-UNIFORM = js.uniform()
+UNIFORM = js.allocation.uniform()
 
 
 def masks_for(params, s, structure, allocation=None, masks=None):
@@ -60,13 +61,13 @@ PARAMS = {"Dense_0": {"kernel": jnp.asarray(DENSE), "bias": jnp.zeros(6)},
 
 # --- N:M ---------------------------------------------------------------------
 
-NM_24 = js.n_m(2, 4)
+NM_24 = js.structures.n_m(2, 4)
 NM_CASES = [(2, 4), (1, 4), (0, 4), (4, 4), (1, 2), (3, 8)]
 
 
 @pytest.mark.parametrize("n,m", NM_CASES)
 def test_n_m_keeps_exactly_n_per_group_along_input_axis(n, m):
-  struct = NM_24 if (n, m) == (2, 4) else js.n_m(n, m)
+  struct = NM_24 if (n, m) == (2, 4) else js.structures.n_m(n, m)
   masks = masks_for(PARAMS, 0.5, struct)
   for name, w, axis in [("Dense_0", DENSE, 0), ("Conv_0", CONV, 2),
                         ("Dense_1", INTS, 0)]:
@@ -83,7 +84,7 @@ def test_n_m_large_groups_match_numpy(n, m):
   # m <= 32 ranks by pairwise comparison, larger m by sorting.
   w = RNG.randn(2 * m, 3).astype(np.float32)
   w[:m // 2] = 1.0  # ties: the lower index is kept
-  struct = js.n_m(n, m)
+  struct = js.structures.n_m(n, m)
   masks = masks_for({"k": jnp.asarray(w)}, 0.5, struct)
   np.testing.assert_array_equal(masks["k"], ref_nm(w, n, m, 0))
 
@@ -96,7 +97,7 @@ def test_n_m_ignores_the_target_sparsity():
 
 
 def test_n_m_explicit_axis():
-  struct = js.n_m(1, 3, axis=-1)
+  struct = js.structures.n_m(1, 3, axis=-1)
   w = RNG.randn(4, 6).astype(np.float32)
   masks = masks_for({"k": jnp.asarray(w)}, 0.5, struct)
   np.testing.assert_array_equal(masks["k"], ref_nm(w, 1, 3, 1))
@@ -119,9 +120,9 @@ def test_n_m_mask_unchanged_when_signs_flip():
 
 def test_n_m_validation_errors():
   with pytest.raises(ValueError, match="n <= m|n=3"):
-    js.n_m(3, 2)
+    js.structures.n_m(3, 2)
   with pytest.raises(ValueError):
-    js.n_m(-1, 4)
+    js.structures.n_m(-1, 4)
   bad = {"Dense_0": {"kernel": jnp.ones((6, 8))}}
   with pytest.raises(ValueError, match=r"Dense_0/kernel.*M=4|M=4.*Dense_0"):
     js.prune(0.5, structure=NM_24).init(bad)
@@ -129,7 +130,7 @@ def test_n_m_validation_errors():
   with pytest.raises(ValueError, match="Conv_0/kernel"):
     js.prune(0.5, structure=NM_24).init(conv)
   with pytest.raises(ValueError, match="M=4"):
-    js.prune(0.5, structure=js.n_m(2, 4, axis=-1)).init(
+    js.prune(0.5, structure=js.structures.n_m(2, 4, axis=-1)).init(
         {"w": jnp.ones((8, 6))})
 
 
@@ -164,7 +165,7 @@ def ref_block_keep(w, bh, bw, s):
   return np.repeat(np.repeat(keep, bh, 0), bw, 1).reshape(w.shape)
 
 
-BLOCK = js.block(2, 2)
+BLOCK = js.structures.block(2, 2)
 
 
 @pytest.mark.parametrize("s", [0.0, 0.25, 0.5, 0.8, 1.0])
@@ -189,7 +190,7 @@ def test_block_ties_prune_first_blocks():
 
 
 def test_block_with_global_allocation_counts_blocks():
-  masks = masks_for(PARAMS, 0.6, BLOCK, js.global_())
+  masks = masks_for(PARAMS, 0.6, BLOCK, js.allocation.global_())
   total = 0
   for _name, w in [("Dense_0", DENSE), ("Conv_0", CONV), ("Dense_1", INTS)]:
     total += w.size // 4
@@ -200,17 +201,18 @@ def test_block_with_global_allocation_counts_blocks():
 
 def test_block_not_dividing_names_leaf():
   with pytest.raises(ValueError, match="Dense_0/kernel"):
-    js.prune(0.5, structure=js.block(4, 4)).init(
+    js.prune(0.5, structure=js.structures.block(4, 4)).init(
         {"Dense_0": {"kernel": jnp.ones((6, 8))}})
   with pytest.raises(ValueError, match=r"3x3"):
-    js.prune(0.5, structure=js.block(3, 3)).init({"w": jnp.ones((9, 8))})
+    js.prune(0.5, structure=js.structures.block(3, 3)).init(
+        {"w": jnp.ones((9, 8))})
   with pytest.raises(ValueError):
-    js.block(0, 2)
+    js.structures.block(0, 2)
 
 
 # --- channel -----------------------------------------------------------------
 
-CHANNEL = js.channel()
+CHANNEL = js.structures.channel()
 
 
 @pytest.mark.parametrize("s", [0.0, 0.3, 0.5, 1.0])
@@ -227,7 +229,7 @@ def test_channel_prunes_whole_output_channels(s):
 
 def test_channel_axis_zero_prunes_rows():
   w = RNG.randn(10, 3).astype(np.float32)
-  masks = masks_for({"k": jnp.asarray(w)}, 0.4, js.channel(axis=0))
+  masks = masks_for({"k": jnp.asarray(w)}, 0.4, js.structures.channel(axis=0))
   mk = np.asarray(masks["k"])
   rows = mk.all(axis=1)
   assert np.all(rows | ~mk.any(axis=1))
@@ -241,7 +243,7 @@ def test_unstructured_is_per_weight_and_respects_old_masks():
   w = RNG.randn(5, 5).astype(np.float32)
   old = np.ones((5, 5), bool)
   old[0, :] = False  # five already pruned, whatever their magnitude
-  masks = masks_for({"k": jnp.asarray(w)}, 0.4, js.unstructured(),
+  masks = masks_for({"k": jnp.asarray(w)}, 0.4, js.structures.unstructured(),
                     masks={"k": jnp.asarray(old)})
   mk = np.asarray(masks["k"])
   assert int((~mk).sum()) == 10

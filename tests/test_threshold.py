@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxsparse as js
-from jaxsparse._src import threshold
+from jaxsparse._src.core import threshold
+from jaxsparse._src.core.prune import compute_masks
+from jaxsparse._src.core.threshold import sortable_key
 
 _SETTINGS = settings(max_examples=15, deadline=None)
 
@@ -46,7 +48,7 @@ def ref_global_keep(leaves, k, caps=None):
 
 
 def keys_of(leaves):
-  return [js.sortable_key(jnp.asarray(x, jnp.float32)) for x in leaves]
+  return [sortable_key(jnp.asarray(x, jnp.float32)) for x in leaves]
 
 
 # --- sortable_key -----------------------------------------------------------
@@ -58,7 +60,7 @@ SPECIAL = np.array(
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_sortable_key_order_on_special_values(jit):
-  fn = jax.jit(js.sortable_key) if jit else js.sortable_key
+  fn = jax.jit(sortable_key) if jit else sortable_key
   k = np.asarray(fn(jnp.asarray(SPECIAL)))
   assert k.dtype == np.int32
   for i in range(len(SPECIAL)):
@@ -70,7 +72,7 @@ def test_sortable_key_order_on_special_values(jit):
 
 def test_sortable_key_nan_sorts_as_largest():
   x = jnp.asarray([np.nan, np.inf, 1.0, -np.inf])
-  k = np.asarray(jax.jit(js.sortable_key)(x))
+  k = np.asarray(jax.jit(sortable_key)(x))
   assert k[0] >= k[1] > k[2] > k[3]
 
 
@@ -79,14 +81,14 @@ def test_sortable_key_nan_sorts_as_largest():
                 max_size=40))
 def test_sortable_key_preserves_order(values):
   x = np.asarray(values, np.float32)
-  k = np.asarray(js.sortable_key(jnp.asarray(x)))
+  k = np.asarray(sortable_key(jnp.asarray(x)))
   np.testing.assert_array_equal(np.less.outer(k, k), np.less.outer(x, x))
   np.testing.assert_array_equal(np.equal.outer(k, k), np.equal.outer(x, x))
 
 
 def test_sortable_key_casts_other_dtypes():
   x = jnp.asarray([3.0, -1.0, 2.0], jnp.bfloat16)
-  k = np.asarray(js.sortable_key(x))
+  k = np.asarray(sortable_key(x))
   assert list(np.argsort(k)) == [1, 2, 0]
 
 
@@ -245,8 +247,9 @@ def test_masks_of_sharded_params_stay_sharded_without_gathers(scope):
       "c": {"kernel": rng.randint(-50, 50, (1024, 160)).astype(np.float32)},
   }
   masks = js.ones_masks(params)
-  allocation = js.global_() if scope == "global" else js.uniform()
-  fn = jax.jit(lambda p, m: js.compute_masks(
+  allocation = (js.allocation.global_() if scope == "global"
+                else js.allocation.uniform())
+  fn = jax.jit(lambda p, m: compute_masks(
       p, None, m, jnp.float32(0.7), jax.random.PRNGKey(0),
       allocation=allocation))
   shard = lambda x: jax.device_put(x, NamedSharding(mesh, P("d")))

@@ -9,9 +9,9 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxsparse.experiments.errors import CheckpointError
 
-class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be restored into the current run."""
+__all__ = ("CheckpointError", "Checkpointer")
 
 
 class Checkpointer:

@@ -1,4 +1,4 @@
-"""Hash functions for randomized parameter sharing (`jaxsparse.rps_init`).
+"""Hash functions for randomized parameter sharing (`jaxsparse.sharing.init`).
 
 Two families, each written twice, so that the jitted version can be checked
 against the exact one:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxsparse._src import threshold
+from jaxsparse._src.core import threshold
 
 # Groups up to this size are ranked by pairwise comparison, larger by sort.
 _PAIRWISE_MAX_M = 32

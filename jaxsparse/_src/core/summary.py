@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxsparse._src import masks as masks_lib
+from jaxsparse._src.core import masks as masks_lib
 
 
 @dataclasses.dataclass(frozen=True)

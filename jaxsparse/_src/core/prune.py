@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsparse._src import allocation as alloc_lib
-from jaxsparse._src import bits as bits_lib
-from jaxsparse._src import elementwise as elementwise_lib
-from jaxsparse._src import masks as masks_lib
-from jaxsparse._src import schedules as sched_lib
-from jaxsparse._src import scores as scores_lib
-from jaxsparse._src import structures as struct_lib
-from jaxsparse._src import threshold
+from jaxsparse._src.core import allocation as alloc_lib
+from jaxsparse._src.core import bits as bits_lib
+from jaxsparse._src.core import elementwise as elementwise_lib
+from jaxsparse._src.core import masks as masks_lib
+from jaxsparse._src.core import schedules as sched_lib
+from jaxsparse._src.core import scores as scores_lib
+from jaxsparse._src.core import structures as struct_lib
+from jaxsparse._src.core import threshold
 
 _is_none = masks_lib._is_none  # pylint: disable=protected-access
 
@@ -201,3 +201,36 @@ def prune(
         inner_state=inner_state, mask_bits=new_bits)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def masks(
+    params: Any,
+    sparsity: float | jax.Array,
+    *,
+    score: scores_lib.ScoreFn = scores_lib.magnitude,
+    allocation: alloc_lib.Allocation | None = None,
+    structure: struct_lib.Structure | None = None,
+    grads: Any = None,
+    key: jax.Array | None = None,
+    filter_fn: masks_lib.FilterFn = masks_lib.is_kernel,
+    current: Any = None,
+) -> Any:
+  """One-shot masks of `params` at `sparsity` (bool arrays; None = dense).
+
+  The `round(sparsity * n)` lowest `score`s of each selected leaf (or of all
+  of them, for `allocation.global_()`) are pruned, ties broken by position.
+  `current` masks, if given, are only shrunk. Example::
+
+    m = jaxsparse.masks(params, 0.9, allocation=jaxsparse.allocation.erk())
+    params = jaxsparse.apply_masks(params, m)
+  """
+  if not isinstance(sparsity, jax.Array):
+    sparsity = sched_lib.check_sparsity(sparsity)
+  if current is None:
+    current = masks_lib.ones_masks(params, filter_fn)
+  else:
+    masks_lib.check_masks(params, current, "current")
+  key = jax.random.PRNGKey(0) if key is None else key
+  return compute_masks(params, grads, current, jnp.float32(sparsity), key,
+                       score=score, allocation=allocation,
+                       structure=structure)

@@ -1,7 +1,7 @@
 """Randomized parameter sharing (RPS) as a functional transform of params.
 
-`rps_init(params, compression, mapper=...)` returns a trainable
-`RPSMemory` and a static `RPSSpec` whose pure `spec.expand(memory)`
+`init(params, compression, mapper=...)` returns a trainable
+`Memory` and a static `Spec` whose pure `spec.expand(memory)`
 materialises full-shape params: every compressed weight is
 `W_i = lambda_l * xi_i * M[idx(i)]`, with `M` the shared memory, `xi_i = ±1`
 a hashed sign, `lambda_l` a per-leaf scale and `idx` the mapper. Leaves the
@@ -23,7 +23,7 @@ Mappers (global offset `i` runs over the compressed leaves in tree order):
 * `"stable_rps"` (Desai & Shrivastava, ICLR 2024): one global memory with
   RANDOMFOLD `idx(i) = (h(i // m) + i mod m) mod m`; slot loads differ by at
   most one and `compression=1` is a bijection. Pair it with
-  `rps_gradient_scaling(spec)` in the optimizer (the paper's other fix).
+  `gradient_scaling(spec)` in the optimizer (the paper's other fix).
 
 Departures from the reference code (apd10/FakeRoast), all documented:
 signs come from the murmur3 finaliser of the global offset rather than a
@@ -53,8 +53,8 @@ import numpy as np
 import optax
 from jax import lax
 
-from jaxsparse._src import masks as masks_lib
-from jaxsparse._src import rps_mappers as hashing
+from jaxsparse._src.core import masks as masks_lib
+from jaxsparse._src.sharing import mappers as hashing
 
 MAPPERS = ("hashednet", "roast", "stable_rps")
 MASK_COSTS = ("none", "bitmap", "index")
@@ -62,15 +62,15 @@ _ELEMENT_GATHER = lax.GatherDimensionNumbers(
     offset_dims=(), collapsed_slice_dims=(0,), start_index_map=(0,))
 
 
-class RPSMemory(NamedTuple):
-  """Trainable state of a parameter-sharing model (`jaxsparse.rps_init`)."""
+class Memory(NamedTuple):
+  """Trainable state of a parameter-sharing model (`jaxsparse.sharing.init`)."""
 
   shared: jax.Array  # shape=(m,), float32: the hashed memory.
   dense: Any  # like params: uncompressed leaves as is, None where compressed.
 
 
 @dataclasses.dataclass(frozen=True)
-class RPSLeaf:
+class Leaf:
   """Static description of one compressed leaf."""
 
   path: str
@@ -96,7 +96,7 @@ def _round_count(fraction: float, n: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class RPSSpec:
+class Spec:
   """Static (hashable) description of an RPS model; `expand` is pure.
 
   Holds no arrays: indices are recomputed inside `expand` from iotas and
@@ -105,7 +105,7 @@ class RPSSpec:
 
   mapper: str
   treedef: Any
-  leaves: tuple[RPSLeaf | None, ...]  # per params leaf; None = pass-through
+  leaves: tuple[Leaf | None, ...]  # per params leaf; None = pass-through
   memory_size: int  # m: floats in `memory.shared`
   n_compressed: int  # n: weights materialised from the memory
   tile: tuple[int, int]  # (BK, BN), used by "roast"
@@ -118,7 +118,7 @@ class RPSSpec:
     return self.memory_size / self.n_compressed
 
   @property
-  def compressed(self) -> tuple[RPSLeaf, ...]:
+  def compressed(self) -> tuple[Leaf, ...]:
     return tuple(x for x in self.leaves if x is not None)
 
   # --- host-side tables (Python ints, exact) ------------------------------
@@ -129,7 +129,7 @@ class RPSSpec:
     return hashing.uhash_np(np.arange(chunks), self.coeffs, self.memory_size)
 
   @functools.cache  # noqa: B019
-  def tile_starts(self, leaf: RPSLeaf) -> np.ndarray:
+  def tile_starts(self, leaf: Leaf) -> np.ndarray:
     """ROAST: start slot of each tile, shape (tiles_k, tiles_n), int64."""
     bk, bn = self.tile
     rows, cols = leaf.matrix
@@ -141,7 +141,7 @@ class RPSSpec:
          + (b * (n % hashing.P)) % hashing.P + c) % hashing.P
     return h % (self.memory_size - bk * bn + 1)
 
-  def slot_index(self, leaf: RPSLeaf) -> np.ndarray:
+  def slot_index(self, leaf: Leaf) -> np.ndarray:
     """The slot of every entry of `leaf` (NumPy, leaf-shaped, int64).
 
     For inspection and tests; `expand` never builds this array.
@@ -162,13 +162,13 @@ class RPSSpec:
     idx = starts[r // bk, q // bn] + (r % bk) * bn + q % bn
     return idx.reshape(leaf.shape)
 
-  def signs(self, leaf: RPSLeaf) -> np.ndarray:
+  def signs(self, leaf: Leaf) -> np.ndarray:
     """The ±1 sign of every entry of `leaf` (NumPy, leaf-shaped)."""
     i = np.arange(leaf.size, dtype=np.int64) + leaf.offset
     return hashing.signs_np(i, self.sign_seed).reshape(leaf.shape)
 
   # --- expand --------------------------------------------------------------
-  def _gather(self, shared: jax.Array, leaf: RPSLeaf) -> jax.Array:
+  def _gather(self, shared: jax.Array, leaf: Leaf) -> jax.Array:
     """Unsigned, unscaled memory values of `leaf` (float32, leaf-shaped)."""
     if self.mapper == "hashednet":
       i = lax.iota(jnp.uint32, leaf.size) + jnp.uint32(leaf.offset)
@@ -211,11 +211,11 @@ class RPSSpec:
             leaf.offset, leaf.shape, self.sign_seed, leaf.scale)
         for w, leaf in zip(self._mapped(shared), self.compressed, strict=True)]
 
-  def expand(self, memory: RPSMemory) -> Any:
+  def expand(self, memory: Memory) -> Any:
     """Full-shape params from `memory` (pure; use inside the loss).
 
     Args:
-      memory: an `RPSMemory` built by `rps_init` (or `project`).
+      memory: an `Memory` built by `init` (or `project`).
 
     Returns:
       A pytree like the original params.
@@ -246,7 +246,7 @@ class RPSSpec:
     sum_scale_sq = t(full(lambda x: x.scale**2))
     return load, sum_scale, sum_scale_sq
 
-  def project(self, params: Any) -> RPSMemory:
+  def project(self, params: Any) -> Memory:
     """The memory whose expansion is closest to `params` (least squares).
 
     Slot j gets `sum_{i->j} lambda_i xi_i W_i / sum_{i->j} lambda_i**2`; for a
@@ -266,7 +266,7 @@ class RPSSpec:
     dense = jax.tree.unflatten(self.treedef, [
         p if leaf is None else None
         for leaf, p in zip(self.leaves, flat, strict=True)])
-    return RPSMemory(shared=shared, dense=dense)
+    return Memory(shared=shared, dense=dense)
 
 
 def _windows(mem: jax.Array, starts: np.ndarray, size: int) -> jax.Array:
@@ -275,10 +275,10 @@ def _windows(mem: jax.Array, starts: np.ndarray, size: int) -> jax.Array:
   return jax.vmap(lambda s: lax.dynamic_slice_in_dim(mem, s, size))(starts)
 
 
-def _check_memory(spec: RPSSpec, memory: Any) -> None:
-  if not isinstance(memory, RPSMemory):
+def _check_memory(spec: Spec, memory: Any) -> None:
+  if not isinstance(memory, Memory):
     raise TypeError(
-        "expand() takes the RPSMemory returned by rps_init, got "
+        "expand() takes the Memory returned by init, got "
         f"{type(memory).__name__}.")
   if jnp.shape(memory.shared) != (spec.memory_size,):
     raise ValueError(
@@ -308,7 +308,7 @@ def _leaf_std(leaf: Any, shape: tuple[int, ...]) -> float:
   return std if std > 0.0 and math.isfinite(std) else fallback
 
 
-def rps_init(
+def init(
     params: Any,
     compression: float,
     *,
@@ -319,7 +319,7 @@ def rps_init(
     filter_fn: masks_lib.FilterFn = masks_lib.is_kernel,
     init_scale: float = 0.04,
     init: str = "uniform",
-) -> tuple[RPSMemory, RPSSpec]:
+) -> tuple[Memory, Spec]:
   """Replaces the selected leaves of `params` by one hashed memory.
 
   Args:
@@ -339,16 +339,17 @@ def rps_init(
       reference's global ROAST code draws; expanded std then matches std_l).
 
   Returns:
-    `(memory, spec)`: the trainable `RPSMemory` and the static `RPSSpec`;
+    `(memory, spec)`: the trainable `Memory` and the static `Spec`;
     `spec.expand(memory)` gives params.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax, jaxsparse
     >>> params = {"w": jnp.ones((64, 32)) * 0.1, "b": jnp.zeros(32)}
-    >>> memory, spec = jaxsparse.rps_init(params, 0.25, seed=0)
+    >>> memory, spec = jaxsparse.sharing.init(params, 0.25, seed=0)
     >>> memory.shared.shape, memory.dense["b"].shape
     ((512,), (32,))
-    >>> tx = optax.chain(jaxsparse.rps_gradient_scaling(spec), optax.sgd(0.1))
+    >>> scaling = jaxsparse.sharing.gradient_scaling(spec)
+    >>> tx = optax.chain(scaling, optax.sgd(0.1))
     >>> state = tx.init(memory)
     >>> loss = lambda mem: jnp.sum(spec.expand(mem)["w"] ** 2)
     >>> updates, state = tx.update(jax.grad(loss)(memory), state)
@@ -372,7 +373,7 @@ def rps_init(
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
   sel = masks_lib.select(params, filter_fn)
   sel = treedef.flatten_up_to(sel)
-  leaves: list[RPSLeaf | None] = []
+  leaves: list[Leaf | None] = []
   offset = segment = 0
   for (path, p), s in zip(flat, sel, strict=True):
     if s is None:
@@ -387,7 +388,7 @@ def rps_init(
           f"leaf '{name}' has {size} weights, fewer than one {bk}x{bn} ROAST "
           "tile; use a smaller `tile` or leave it out with `filter_fn`.")
     k = _round_count(c, size) if mapper == "hashednet" else 0
-    leaves.append(RPSLeaf(
+    leaves.append(Leaf(
         path=name, shape=shape, dtype=np.dtype(value.dtype), offset=offset,
         scale=_leaf_std(value, shape) / init_scale, segment=segment,
         segment_size=k))
@@ -406,7 +407,7 @@ def rps_init(
   rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x525053]))
   coeffs = hashing.hash_coefficients(rng)
   sign_seed = int(rng.integers(0, 2**32, dtype=np.uint64))
-  spec = RPSSpec(
+  spec = Spec(
       mapper=mapper, treedef=treedef, leaves=tuple(leaves), memory_size=m,
       n_compressed=n, tile=(bk, bn), coeffs=coeffs, sign_seed=sign_seed)
   key = jax.random.PRNGKey(seed) if key is None else key
@@ -418,17 +419,17 @@ def rps_init(
   dense = jax.tree.unflatten(treedef, [
       p if leaf is None else None
       for leaf, (_, p) in zip(leaves, flat, strict=True)])
-  return RPSMemory(shared=shared, dense=dense), spec
+  return Memory(shared=shared, dense=dense), spec
 
 
-class RPSGradientScalingState(NamedTuple):
-  """State of `jaxsparse.rps_gradient_scaling`."""
+class GradientScalingState(NamedTuple):
+  """State of `jaxsparse.sharing.gradient_scaling`."""
 
   scaler: jax.Array  # shape=(m,), float32: slot j's gradient is divided by it.
 
 
-def rps_gradient_scaling(
-    spec: RPSSpec,
+def gradient_scaling(
+    spec: Spec,
     mode: str = "v1",
     eps: float = 1e-6,
 ) -> optax.GradientTransformation:
@@ -443,8 +444,8 @@ def rps_gradient_scaling(
   compression 1 with RANDOMFOLD it follows dense SGD. Dense (pass-through)
   leaves are untouched.
 
-  Use as `optax.chain(rps_gradient_scaling(spec), optax.sgd(lr))`; `init` and
-  `update` take `RPSMemory` trees.
+  Use as `optax.chain(gradient_scaling(spec), optax.sgd(lr))`; `init` and
+  `update` take `Memory` trees.
 
   References:
     Desai & Shrivastava, "In defense of parameter sharing for
@@ -460,13 +461,13 @@ def rps_gradient_scaling(
       s = jnp.where(load > 0, s1 * s1 / jnp.where(load > 0, load, 1.0), 0.0)
     else:
       s = s2
-    return RPSGradientScalingState(scaler=(eps + s).astype(jnp.float32))
+    return GradientScalingState(scaler=(eps + s).astype(jnp.float32))
 
   def update_fn(updates, state, params=None):
     del params
-    if not isinstance(updates, RPSMemory):
+    if not isinstance(updates, Memory):
       raise TypeError(
-          "rps_gradient_scaling expects RPSMemory updates, got "
+          "gradient_scaling expects Memory updates, got "
           f"{type(updates).__name__}.")
     shared = updates.shared / state.scaler.astype(updates.shared.dtype)
     return updates._replace(shared=shared), state
@@ -483,7 +484,7 @@ class MemoryBudget(NamedTuple):
 
   budget: float  # stored floats for the compressible leaves
   n_weights: int  # compressible weights
-  compression: float  # RPS: rps_init(..., compression) stores `budget` floats
+  compression: float  # RPS: init(..., compression) stores `budget` floats
   sparsity: float  # pruning: 1 - nonzeros / n_weights
   nonzeros: int  # non-zeros kept by pruning
   mask_floats: float  # pruning's mask cost, in float32 units
@@ -513,7 +514,7 @@ def memory_budget(
     filter_fn: the leaves that are compressed / pruned.
 
   Returns:
-    A `MemoryBudget`; use `compression` with `rps_init` and `sparsity` with
+    A `MemoryBudget`; use `compression` with `init` and `sparsity` with
     `prune`.
 
   Raises:

@@ -30,7 +30,9 @@ from flax import nnx
 __all__ = (
     "LeNet5",
     "MLP",
+    "INPUT_LAYERS",
     "MODELS",
+    "OUTPUT_LAYER",
     "SmallResNet",
     "SmallVGG",
     "SmallViT",
@@ -338,6 +340,16 @@ MODELS: dict[str, type[nnx.Module]] = {
     "resnet": SmallResNet,
     "vit": SmallViT,
 }
+
+# Path patterns (`re.search` on 'a/b/kernel' paths) of each model's input
+# layer and output head: what `pruning.exclude` means by "input" and
+# "output". The input layer sees the image's channels (1 for digits), which
+# N:M groups along the input dimension cannot divide.
+INPUT_LAYERS: dict[str, str] = {
+    "mlp": r"^hidden/0/", "lenet5": r"^conv1/", "vgg": r"^convs/0/",
+    "resnet": r"^stem/", "vit": r"^embed/",
+}
+OUTPUT_LAYER = r"^out/"
 
 
 def create_model(

@@ -27,7 +27,7 @@ Methods (`config.pruning.method`):
 
 `pruning.memory_fraction > 0` states the budget in stored floats per
 compressible weight instead: pruning methods get the sparsity and RPS the
-compression that store that many floats (`jaxsparse.memory_budget`, mask
+compression that store that many floats (`jaxsparse.sharing.memory_budget`, mask
 cost `pruning.mask_cost`).
 """
 
@@ -44,10 +44,11 @@ import numpy as np
 import optax
 
 import jaxsparse
+from jaxsparse._src.core.masks import unwrap
 
-PRUNE_SCORES = {"magnitude": jaxsparse.magnitude,
-                "random": jaxsparse.random,
-                "saliency": jaxsparse.saliency}
+PRUNE_SCORES = {"magnitude": jaxsparse.scores.magnitude,
+                "random": jaxsparse.scores.random,
+                "saliency": jaxsparse.scores.saliency}
 PAI_METHODS = ("snip", "grasp", "synflow")
 DST_METHODS = ("set", "rigl")
 METHODS = ("none", *PRUNE_SCORES, *PAI_METHODS, "ste", *DST_METHODS, "rps",
@@ -97,13 +98,13 @@ def make_schedule(p: ml_collections.ConfigDict, total_steps: int):
 def make_allocation(p: ml_collections.ConfigDict):
   name = p.allocation
   if name == "uniform":
-    return jaxsparse.uniform()
+    return jaxsparse.allocation.uniform()
   if name == "er":
-    return jaxsparse.er()
+    return jaxsparse.allocation.er()
   if name == "erk":
-    return jaxsparse.erk()
+    return jaxsparse.allocation.erk()
   if name == "global":
-    return jaxsparse.global_(p.min_keep_fraction)
+    return jaxsparse.allocation.global_(p.min_keep_fraction)
   raise ValueError(f"config.pruning.allocation: unknown allocation {name!r}; "
                    "expected uniform, er, erk or global.")
 
@@ -111,13 +112,13 @@ def make_allocation(p: ml_collections.ConfigDict):
 def make_structure(p: ml_collections.ConfigDict):
   name = p.structure
   if name == "unstructured":
-    return jaxsparse.unstructured()
+    return jaxsparse.structures.unstructured()
   if name == "n_m":
-    return jaxsparse.n_m(p.n, p.m)
+    return jaxsparse.structures.n_m(p.n, p.m)
   if name == "block":
-    return jaxsparse.block(*p.block_shape)
+    return jaxsparse.structures.block(*p.block_shape)
   if name == "channel":
-    return jaxsparse.channel()
+    return jaxsparse.structures.channel()
   raise ValueError(f"config.pruning.structure: unknown structure {name!r}; "
                    "expected unstructured, n_m, block or channel.")
 
@@ -145,7 +146,7 @@ def make_tx_and_updates(config: ml_collections.ConfigDict, total_steps: int,
     return opt, None
   if p.method in DST_METHODS:
     every, begin, end = p.frequency, p.begin_step, end_step(p, total_steps)
-    return jaxsparse.dst(
+    return jaxsparse.dst.sparse_training(
         p.method, None if initial_masks is not None else p.sparsity,
         optimizer=opt, end_step=end,
         allocation=make_allocation(p), drop_fraction=p.drop_fraction,
@@ -226,14 +227,15 @@ class ModelFns:
 
 
 def budget_of(config: ml_collections.ConfigDict, params: Any):
-  """`jaxsparse.memory_budget` for `pruning.memory_fraction`, or None."""
+  """`sharing.memory_budget` for `pruning.memory_fraction`, or None."""
   p = config.pruning
   frac = float(p.get("memory_fraction", -1.0))
   if frac <= 0:
     return None
   n = sum(int(np.size(x)) for x in jax.tree.leaves(
       jaxsparse.ones_masks(params)))
-  return jaxsparse.memory_budget(params, frac * n, mask_cost=p.mask_cost)
+  return jaxsparse.sharing.memory_budget(params, frac * n,
+                                         mask_cost=p.mask_cost)
 
 
 def build(
@@ -269,27 +271,27 @@ def pai_masks(config: ml_collections.ConfigDict, params: Any,
   # model functions get the params back in their own tree.
   treedef = jax.tree.structure(params)
   rewrap = lambda q: jax.tree.unflatten(treedef, jax.tree.leaves(q))
-  params = jaxsparse.unwrap(params)
+  params = unwrap(params)
   fns = dataclasses.replace(
       fns, loss=lambda q, batch, f=fns.loss: f(rewrap(q), batch),
       apply=lambda q, x, f=fns.apply: f(rewrap(q), x))
-  allocation = (jaxsparse.global_(p.min_keep_fraction)
+  allocation = (jaxsparse.allocation.global_(p.min_keep_fraction)
                 if p.allocation == "uniform" else make_allocation(p))
   structure = make_structure(p)
   if p.method == "synflow":
-    return jaxsparse.synflow_masks(
+    return jaxsparse.pai.synflow_masks(
         fns.apply, params, fns.input_shape, p.sparsity, rounds=p.pai_rounds,
         allocation=allocation, structure=structure)
   data = fns.train_data()
-  x, y = jaxsparse.class_balanced_batch(
+  x, y = jaxsparse.pai.class_balanced_batch(
       data["image"], data["label"], p.pai_samples_per_class,
       seed=config.seed)
   x, y = jnp.asarray(x), jnp.asarray(y)
   if p.method == "snip":
-    scores = jaxsparse.snip_scores(fns.loss, params, {"image": x, "label": y})
+    scores = jaxsparse.pai.snip(fns.loss, params, {"image": x, "label": y})
   else:
-    scores = jaxsparse.grasp_scores(fns.apply, params, (x, y))
-  return jaxsparse.masks_from_scores(
+    scores = jaxsparse.pai.grasp(fns.apply, params, (x, y))
+  return jaxsparse.pai.masks_from_scores(
       scores, params, p.sparsity, allocation=allocation, structure=structure)
 
 
@@ -306,12 +308,12 @@ def _ste(config, total_steps, params) -> Method:
 
   def masks(trainable, opt_state, step):
     del opt_state
-    return jaxsparse.ste_masks(
+    return jaxsparse.dst.ste_masks(
         trainable, sparsity=schedule.sparsity(step),
         key=jax.random.fold_in(base_key, step), **kwargs)
 
   def forward(trainable, opt_state, step):
-    return jaxsparse.straight_through(
+    return jaxsparse.dst.straight_through(
         trainable, masks(trainable, opt_state, step), lam)
 
   def evaluate(trainable, opt_state, step):
@@ -327,12 +329,12 @@ def _rps(config, total_steps, params, budget) -> Method:
   # RPS works on plain arrays; expanded leaves go back into the params'
   # tree (flax.nnx Variables) in the same order.
   treedef = jax.tree.structure(params)
-  memory, spec = jaxsparse.rps_init(
-      jaxsparse.unwrap(params), compression, mapper=p.mapper,
+  memory, spec = jaxsparse.sharing.init(
+      unwrap(params), compression, mapper=p.mapper,
       seed=config.seed)
   opt = make_optimizer(config, total_steps)
   if p.mapper == "stable_rps":
-    opt = optax.chain(jaxsparse.rps_gradient_scaling(spec), opt)
+    opt = optax.chain(jaxsparse.sharing.gradient_scaling(spec), opt)
 
   def expand(trainable, opt_state, step):
     del opt_state, step

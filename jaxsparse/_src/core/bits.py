@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsparse._src import masks as masks_lib
+from jaxsparse._src.core import masks as masks_lib
 
 _is_none = masks_lib._is_none  # pylint: disable=protected-access
 

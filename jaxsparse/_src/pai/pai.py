@@ -23,10 +23,10 @@ import numpy as np
 import optax
 from jax import lax
 
-from jaxsparse._src import allocation as alloc_lib
-from jaxsparse._src import masks as masks_lib
-from jaxsparse._src import prune as prune_lib
-from jaxsparse._src import structures as struct_lib
+from jaxsparse._src.core import allocation as alloc_lib
+from jaxsparse._src.core import masks as masks_lib
+from jaxsparse._src.core import prune as prune_lib
+from jaxsparse._src.core import structures as struct_lib
 
 _is_none = masks_lib._is_none  # pylint: disable=protected-access
 
@@ -90,7 +90,7 @@ def _masks_jit(scores, params, masks, sparsity, allocation, structure):
 # SNIP.
 
 
-def snip_scores(
+def snip(
     loss_fn: LossFn,
     params: Any,
     batch: Any,
@@ -170,7 +170,7 @@ def class_balanced_batch(
   return np.asarray(inputs)[idx], labels[idx]
 
 
-def grasp_scores(
+def grasp(
     apply_fn: ApplyFn,
     params: Any,
     batch: tuple[Any, jax.Array],
@@ -185,7 +185,7 @@ def grasp_scores(
   GraSP's score is S = -theta * Hg and the paper removes the weights with
   the LARGEST S (their removal reduces the gradient flow g^T g least). This
   function returns the negation, theta * Hg = -S, so that it plugs into the
-  lowest-pruned machinery: `masks_from_scores(grasp_scores(...), params, s)`
+  lowest-pruned machinery: `masks_from_scores(grasp(...), params, s)`
   removes exactly the round(s * N) largest S (global by default). The
   reference code removes one weight fewer than int(s * N) (an off-by-one in
   its `topk` threshold); the paper and this function remove the full count.
@@ -374,7 +374,7 @@ def _flow_jit(apply_fn, params, input_shape, masks, x64):
   return _total(apply_fn(_mask_or_keep(masks, abs_params), ones))
 
 
-def synflow_scores(
+def synflow(
     apply_fn: ApplyFn,
     params: Any,
     input_shape: Sequence[int],
@@ -439,7 +439,7 @@ def synflow_density(
   return jnp.power(d, jnp.asarray(k, jnp.float32) / rounds)
 
 
-def synflow_pruner(
+def iterative_synflow(
     apply_fn: ApplyFn,
     input_shape: Sequence[int],
     *,
@@ -513,12 +513,12 @@ def synflow_masks(
   Compression ratio c = 1 / (1 - sparsity) (the paper's 10^x). Round k of n
   rescores with the current masks and prunes globally to density
   (1 - sparsity)^(k/n), which avoids layer collapse up to the maximal
-  compression. One compiled `fori_loop` (see `synflow_pruner` to reuse the
+  compression. One compiled `fori_loop` (see `iterative_synflow` to reuse the
   compilation across calls).
 
   Args:
     apply_fn: pure `(params, x) -> outputs` in inference mode (see
-      `synflow_scores`; `nnx_apply_fn` for NNX models).
+      `synflow`; `nnx_apply_fn` for NNX models).
     params: all variables read by the forward pass, batch-norm statistics
       included; their absolute values are used.
     input_shape: shape of one example (no batch dimension).
@@ -528,7 +528,7 @@ def synflow_masks(
     allocation: default `global_()` as in the paper.
     structure: default `unstructured()`.
     filter_fn: chooses prunable leaves when `masks` is None.
-    x64: score in float64 (see `synflow_scores`); slower, needed when
+    x64: score in float64 (see `synflow`); slower, needed when
       scores overflow float32 on deep nets.
 
   Returns:
@@ -540,6 +540,6 @@ def synflow_masks(
   """
   if masks is None:
     masks = masks_lib.ones_masks(params, filter_fn)
-  run = synflow_pruner(apply_fn, input_shape, rounds=rounds,
+  run = iterative_synflow(apply_fn, input_shape, rounds=rounds,
                        allocation=allocation, structure=structure, x64=x64)
   return run(params, sparsity, masks)

@@ -18,13 +18,13 @@ import optax
 from flax import nnx
 
 import jaxsparse
-from jaxsparse import checkpoint as ckpt_lib
-from jaxsparse import data as data_lib
-from jaxsparse import methods as methods_lib
-from jaxsparse import models as models_lib
-from jaxsparse import plotting
+from jaxsparse.experiments import checkpoint as ckpt_lib
+from jaxsparse.experiments import data as data_lib
+from jaxsparse.experiments import methods as methods_lib
+from jaxsparse.experiments import models as models_lib
+from jaxsparse.experiments import plotting
 
-# Builders live in `jaxsparse.methods`; re-exported for existing callers.
+# Builders live in `methods`; re-exported for existing callers.
 make_optimizer = methods_lib.make_optimizer
 make_schedule = methods_lib.make_schedule
 make_allocation = methods_lib.make_allocation
@@ -88,7 +88,7 @@ def make_steps(graphdef, method: methods_lib.Method):
     """Evaluation params, masks and the global PQ index of the weights."""
     args = (state["params"], state["opt_state"], state["step"])
     params, masks = method.evaluate(*args), method.masks(*args)
-    pqi = jaxsparse.pq_index_tree(params, masks, scope="global")
+    pqi = jaxsparse.pai.pq_index_tree(params, masks, scope="global")
     return params, masks, pqi
 
   return train_step, eval_step, export
@@ -306,7 +306,7 @@ def _mask_change(old: Any, new: Any) -> float:
   """Fraction of mask entries that changed (Hamming distance / entries)."""
   if old is None or new is None:
     return 0.0
-  diff = jax.tree.leaves(jaxsparse.mask_hamming(old, new))
+  diff = jax.tree.leaves(jaxsparse.dst.mask_hamming(old, new))
   total = sum(int(np.size(x)) for x in jax.tree.leaves(new))
   return float(sum(int(d) for d in diff)) / max(total, 1)
 
@@ -451,10 +451,10 @@ def run_driver(config: ml_collections.ConfigDict, workdir: str,
     return res["params"], metrics
 
   if driver == "imp":
-    jaxsparse.run_imp(train_fn, init_params, config.driver_rounds,
+    jaxsparse.lottery.run(train_fn, init_params, config.driver_rounds,
                       p.rewind_step, fraction=p.imp_fraction, scope=p.scope)
   else:
-    jaxsparse.run_sap(train_fn, init_params, config.driver_rounds,
+    jaxsparse.pai.run_sap(train_fn, init_params, config.driver_rounds,
                       p=p.sap_p, q=p.sap_q, eta_r=p.sap_eta_r,
                       gamma=p.sap_gamma, beta=p.sap_beta, scope=p.scope)
   return runs

@@ -35,12 +35,14 @@ from typing import Any
 import numpy as np
 from etils import epath
 
+from jaxsparse.experiments.errors import DataError
+
 try:
   import grain
   import tensorflow_datasets as tfds
 except ImportError as e:  # pragma: no cover - depends on the environment.
   raise ImportError(
-      "jaxsparse.data needs tensorflow-datasets and grain: "
+      "jaxsparse.experiments.data needs tensorflow-datasets and grain: "
       "pip install 'jaxsparse[data]'"
   ) from e
 
@@ -76,6 +78,7 @@ class DatasetSpec:
   scale: float  # raw pixel values are divided by this ...
   mean: tuple[float, ...]  # ... then `mean` is subtracted per channel ...
   std: tuple[float, ...]  # ... and the result divided by `std`.
+  num_train: int = 0  # examples in the train split (for run lengths).
 
 
 # CIFAR-10 per-channel training-set statistics of pixel/255.
@@ -84,16 +87,17 @@ _CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 SUPPORTED_DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(_DIGITS_TFDS_NAME, (8, 8, 1), 10, 16.0, (0.0,),
-                          (1.0,)),
-    "mnist": DatasetSpec("mnist", (28, 28, 1), 10, 255.0, (0.0,), (1.0,)),
+                          (1.0,), DIGITS_NUM_TRAIN),
+    "mnist": DatasetSpec("mnist", (28, 28, 1), 10, 255.0, (0.0,), (1.0,),
+                         60000),
     "fashion_mnist": DatasetSpec("fashion_mnist", (28, 28, 1), 10, 255.0,
-                                 (0.0,), (1.0,)),
+                                 (0.0,), (1.0,), 60000),
     "cifar10": DatasetSpec("cifar10", (32, 32, 3), 10, 255.0, _CIFAR10_MEAN,
-                           _CIFAR10_STD),
+                           _CIFAR10_STD, 50000),
 }
 
 
-class DatasetNotFoundError(RuntimeError):
+class DatasetNotFoundError(DataError):
   """A supported dataset is not prepared (as array_record) in `data_dir`."""
 
 

@@ -1,6 +1,7 @@
 """Experiment runner.
 
-    python -m jaxsparse.main --config configs/default.py --workdir runs/demo \
+    python -m jaxsparse.experiments.main --config configs/default.py \
+        --workdir runs/demo \
         --config.pruning.sparsity=0.95
 """
 
@@ -23,7 +24,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
-  from jaxsparse import train  # pylint: disable=g-import-not-at-top
+  from jaxsparse.experiments import train  # pylint: disable=g-import-not-at-top
   train.run_experiment(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
 
 

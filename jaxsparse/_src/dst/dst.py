@@ -1,6 +1,6 @@
 """Dynamic sparse training: SET and RigL as an optax wrapper.
 
-`dst(method, sparsity, optimizer=opt, end_step=...)` wraps an optax
+`sparse_training(method, sparsity, optimizer=opt, end_step=...)` wraps an optax
 optimizer. It starts from random masks (exact per-layer counts from the
 allocation, e.g. `erk()`), keeps the pruned weights at exactly 0.0 after
 every `optax.apply_updates`, and every `update_every` steps moves a
@@ -14,7 +14,7 @@ loss w.r.t. `params` is the dense gradient dL/d(m * theta), non-zero at
 pruned entries too: pass it to `update` unchanged. (Do not wrap params in
 `apply_masks` inside the loss: `where(m, p, 0)` has zero gradient at pruned
 entries. If the params may not be exactly sparse, e.g. right after
-`init`, use `jaxsparse.straight_through(params, masks)`, whose gradient is
+`init`, use `jaxsparse.dst.straight_through(params, masks)`, whose gradient is
 the dense one.) Right after `tx.init(params)`, set
 `params = jaxsparse.apply_masks(params, jaxsparse.get_masks(state))`.
 
@@ -37,22 +37,22 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxsparse._src import allocation as alloc_lib
-from jaxsparse._src import bits as bits_lib
-from jaxsparse._src import elementwise as elementwise_lib
-from jaxsparse._src import masks as masks_lib
-from jaxsparse._src import prune as prune_lib
-from jaxsparse._src import schedules as sched_lib
-from jaxsparse._src import scores as scores_lib
-from jaxsparse._src import structures as struct_lib
-from jaxsparse._src import threshold
+from jaxsparse._src.core import allocation as alloc_lib
+from jaxsparse._src.core import bits as bits_lib
+from jaxsparse._src.core import elementwise as elementwise_lib
+from jaxsparse._src.core import masks as masks_lib
+from jaxsparse._src.core import prune as prune_lib
+from jaxsparse._src.core import schedules as sched_lib
+from jaxsparse._src.core import scores as scores_lib
+from jaxsparse._src.core import structures as struct_lib
+from jaxsparse._src.core import threshold
 
 _is_none = masks_lib._is_none  # pylint: disable=protected-access
 
 DropFractionFn = Callable[[jax.Array], jax.Array]  # step -> float32
 
 
-class DSTState(NamedTuple):
+class State(NamedTuple):
   """State of `jaxsparse.dst` (SET / RigL)."""
 
   count: jax.Array  # shape=(), int32: steps taken.
@@ -176,7 +176,7 @@ def _drop_grow(params, grads, masks, bits, frac, key, *, method, noise_std):
   return jax.tree.unflatten(treedef, new)
 
 
-def dst(
+def sparse_training(
     method: str,
     sparsity: float | None,
     *,
@@ -253,7 +253,7 @@ def dst(
     seed: seed of the initial masks, drop noise and SET growth.
 
   Returns:
-    An `optax.GradientTransformationExtraArgs` with a `DSTState`. Its
+    An `optax.GradientTransformationExtraArgs` with a `State`. Its
     `update` takes `mask_update=None` (the device decides) or a Python bool
     decided on the host with `periodic_updates(update_every, begin_step,
     end_step)(step)`, so that a non-update step compiles no mask-update code
@@ -313,7 +313,7 @@ def dst(
       masks = masks_lib.as_bool_masks(initial_masks)
     else:
       masks = random_masks(params, sub)
-    return DSTState(
+    return State(
         count=jnp.zeros((), jnp.int32), masks=masks, key=key,
         inner_state=inner.init(params), mask_bits=bits_lib.pack_masks(masks))
 
@@ -416,8 +416,28 @@ def dst(
       # Inactive entries land on exactly 0; a weight dropped and regrown
       # keeps its value.
       out = masks_lib.project_updates(keep, out, params)
-    return masks_lib.rewrap_like(wrapped, out), DSTState(
+    return masks_lib.rewrap_like(wrapped, out), State(
         count=optax.safe_increment(state.count), masks=new_masks, key=key,
         inner_state=inner_state, mask_bits=new_bits)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def rigl(sparsity: float | None, *, optimizer: optax.GradientTransformation,
+         end_step: int, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+  """RigL (Evci et al., 2020, "Rigging the Lottery"): drop by |w|, grow by |g|.
+
+  Keyword arguments as `sparse_training`.
+  """
+  return sparse_training("rigl", sparsity, optimizer=optimizer,
+                         end_step=end_step, **kwargs)
+
+
+def set(sparsity: float | None, *, optimizer: optax.GradientTransformation,
+        end_step: int, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+  """SET (Mocanu et al., 2018, "Scalable training ... sparse evolutionary").
+
+  Drops by |w| and grows at random. Keyword arguments as `sparse_training`.
+  """
+  return sparse_training("set", sparsity, optimizer=optimizer,
+                         end_step=end_step, **kwargs)

@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsparse._src import lottery, threshold
-from jaxsparse._src import masks as masks_lib
+from jaxsparse._src.core import masks as masks_lib
+from jaxsparse._src.core import threshold
+from jaxsparse._src.lottery import lottery
 
 _is_none = masks_lib._is_none  # pylint: disable=protected-access
 

@@ -23,8 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxsparse._src import masks as masks_lib
-from jaxsparse._src import threshold
+from jaxsparse._src.core import masks as masks_lib
+from jaxsparse._src.core import threshold
 
 _is_none = masks_lib._is_none  # pylint: disable=protected-access
 
@@ -42,20 +42,20 @@ def _fraction(fraction: float) -> Fraction:
   return Fraction(repr(f))
 
 
-def imp_prune_count(remaining: int, fraction: float = 0.2) -> int:
+def prune_count(remaining: int, fraction: float = 0.2) -> int:
   """ceil(fraction * remaining), in exact rational arithmetic."""
   return math.ceil(_fraction(fraction) * int(remaining))
 
 
-def imp_remaining(n: int, levels: int, fraction: float = 0.2) -> list[int]:
+def remaining(n: int, levels: int, fraction: float = 0.2) -> list[int]:
   """Weights left after each of `levels` IMP levels, starting from n."""
   out = [int(n)]
   for _ in range(int(levels)):
-    out.append(out[-1] - imp_prune_count(out[-1], fraction))
+    out.append(out[-1] - prune_count(out[-1], fraction))
   return out
 
 
-def imp_num_rounds(target_density: float, fraction: float = 0.2) -> int:
+def num_rounds(target_density: float, fraction: float = 0.2) -> int:
   """Levels j needed for (1 - fraction)^j <= target_density."""
   if not 0.0 < target_density <= 1.0:
     raise ValueError(
@@ -81,7 +81,7 @@ def _per_leaf_select(keys, ks):
   return threshold.smallest_k_per_leaf(keys, ks)
 
 
-def imp_prune(
+def prune(
     params: Any,
     masks: Any = None,
     fraction: float = 0.2,
@@ -124,10 +124,10 @@ def imp_prune(
   kept = [int(jnp.sum(flat_m[i])) for i in idx]
   pruned = [flat_m[i].size - k for i, k in zip(idx, kept, strict=True)]
   if scope == "global":
-    k = sum(pruned) + imp_prune_count(sum(kept), fraction)
+    k = sum(pruned) + prune_count(sum(kept), fraction)
     keep = _global_select(keys, jnp.int32(k))
   else:
-    ks = [p + imp_prune_count(k, fraction)
+    ks = [p + prune_count(k, fraction)
           for p, k in zip(pruned, kept, strict=True)]
     keep = _per_leaf_select(keys, jnp.asarray(ks, jnp.int32))
   out = list(flat_m)
@@ -136,7 +136,7 @@ def imp_prune(
   return jax.tree.unflatten(treedef, out)
 
 
-def run_imp(
+def run(
     train_fn: Callable[..., tuple],
     init_params: Any,
     rounds: int,
@@ -195,7 +195,7 @@ def run_imp(
         rewind(init_params, masks), masks, save_step=rewind_step)
   record(0, metrics)
   for level in range(1, int(rounds) + 1):
-    masks = imp_prune(params, masks, fraction, scope=scope)
+    masks = prune(params, masks, fraction, scope=scope)
     start = rewind(saved, masks)
     if rewind_step == 0:
       params, metrics = train_fn(start, masks)

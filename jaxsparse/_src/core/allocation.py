@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxsparse._src import threshold
+from jaxsparse._src.core import threshold
 
 Allocation = Callable[
     [Sequence[jax.Array], Sequence[str], Sequence[tuple[int, ...]], jax.Array],
@@ -154,7 +154,7 @@ def custom(
       target (e.g. `lambda s: 0.5 * s`). The first matching rule wins.
     default: allocation for the unmatched layers (`uniform()` if None).
   """
-  from jaxsparse._src.schedules import check_sparsity
+  from jaxsparse._src.core.schedules import check_sparsity
   compiled = []
   for pattern, rule in rules.items():
     if not callable(rule):

@@ -13,8 +13,9 @@ with `lambda_W = 0` for plain STE and `lambda_W = 2e-4` for SR-STE
 masked. Example::
 
     def loss_fn(params, batch):
-      sparse = jaxsparse.ste_mask(params, structure=jaxsparse.n_m(2, 4),
-                                  srste_lambda=jaxsparse.SRSTE_LAMBDA)
+      sparse = jaxsparse.dst.ste_mask(
+          params, structure=jaxsparse.structures.n_m(2, 4),
+          srste_lambda=jaxsparse.dst.SRSTE_LAMBDA)
       return cross_entropy(model.apply(sparse, batch["x"]), batch["y"])
 
 The dense params held by the optimizer stay dense; the deployed network is
@@ -34,11 +35,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxsparse._src import allocation as alloc_lib
-from jaxsparse._src import masks as masks_lib
-from jaxsparse._src import prune as prune_lib
-from jaxsparse._src import scores as scores_lib
-from jaxsparse._src import structures as struct_lib
+from jaxsparse._src.core import allocation as alloc_lib
+from jaxsparse._src.core import masks as masks_lib
+from jaxsparse._src.core import prune as prune_lib
+from jaxsparse._src.core import scores as scores_lib
+from jaxsparse._src.core import structures as struct_lib
 
 _is_none = masks_lib._is_none  # pylint: disable=protected-access
 

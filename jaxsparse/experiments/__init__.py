@@ -1,0 +1,1 @@
+"""The experiment runner: configs in, tables, plots and checkpoints out."""
