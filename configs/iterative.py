@@ -14,4 +14,5 @@ def get_config():
   c.pruning.every = 200
   c.pruning.num_rounds = 10
   c.num_steps = 2400
+  c.num_epochs = -1
   return c

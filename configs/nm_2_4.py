@@ -8,6 +8,7 @@ def get_config():
   c.pruning.structure = "n_m"
   c.pruning.n = 2
   c.pruning.m = 4
+  c.pruning.sparsity = 0.5  # what 2:4 prunes
   c.pruning.schedule = "one_shot"
   c.pruning.begin_step = 300
   return c

@@ -13,5 +13,6 @@ def get_config():
   c.pruning.structure = "n_m"
   c.pruning.n = 2
   c.pruning.m = 4
+  c.pruning.sparsity = 0.5  # what 2:4 prunes
   c.pruning.srste_lambda = 2e-4
   return c

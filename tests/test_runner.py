@@ -33,6 +33,7 @@ def _small(config, data_dir):
   config.data_dir = str(data_dir)
   config.model_kwargs.hidden = (32,)
   config.num_steps = 40
+  config.num_epochs = -1
   config.eval_every = 20
   config.checkpoint_every = 10
   config.pruning.end_step = 20
@@ -121,10 +122,12 @@ def test_resume_matches_uninterrupted_run_bit_for_bit(tmp_path, data_dir,
 def test_mismatched_checkpoint_is_refused_and_kept(tmp_path, data_dir):
   config = _small(_load_config("default"), data_dir)
   config.num_steps = 10
+  config.pruning.end_step = 5
   train.train_and_evaluate(config, str(tmp_path), progress=False)
   before = sorted(os.listdir(tmp_path / "checkpoints"))
   other = _small(_load_config("default"), data_dir)
   other.num_steps = 10
+  other.pruning.end_step = 5
   other.model_kwargs.hidden = (16,)
   with pytest.raises(ckpt_lib.CheckpointError, match="different config"):
     train.train_and_evaluate(other, str(tmp_path), progress=False)
@@ -134,6 +137,7 @@ def test_mismatched_checkpoint_is_refused_and_kept(tmp_path, data_dir):
 def test_corrupt_checkpoint_gives_clear_error(tmp_path, data_dir):
   config = _small(_load_config("default"), data_dir)
   config.num_steps = 10
+  config.pruning.end_step = 5
   train.train_and_evaluate(config, str(tmp_path), progress=False)
   step_dir = tmp_path / "checkpoints" / "10"
   for root, _, files in os.walk(step_dir):
@@ -178,6 +182,7 @@ def test_command_line_overrides_and_bad_key(tmp_path, data_dir):
   r = _main("--config", os.path.join(CONFIGS, "default.py"),
             "--workdir", str(tmp_path / "w"), "--noprogress",
             f"--config.data_dir={data_dir}", "--config.num_steps=10",
+            "--config.num_epochs=-1",
             "--config.compare_dense=False", "--config.pruning.sparsity=0.5",
             "--config.pruning.end_step=5", "--config.pruning.frequency=5")
   assert r.returncode == 0, r.stderr[-2000:]
@@ -313,6 +318,7 @@ def _read_events(directory):
 def test_tensorboard_scalars_match_metrics(tmp_path, data_dir):
   config = _small(_load_config("default"), data_dir)
   config.num_steps = 20
+  config.pruning.end_step = 10
   config.eval_every = 10
   train.train_and_evaluate(config, str(tmp_path), progress=False)
   rows = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]

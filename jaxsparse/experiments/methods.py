@@ -45,6 +45,7 @@ import optax
 
 import jaxsparse
 from jaxsparse._src.core.masks import unwrap
+from jaxsparse.experiments import config as config_lib
 
 PRUNE_SCORES = {"magnitude": jaxsparse.scores.magnitude,
                 "random": jaxsparse.scores.random,
@@ -142,6 +143,7 @@ def make_tx_and_updates(config: ml_collections.ConfigDict, total_steps: int,
   opt = make_optimizer(config, total_steps)
   p = config.pruning
   check_method(p)
+  keep = config_lib.filter_fn(config)
   if p.method in ("none", "ste"):
     return opt, None
   if p.method in DST_METHODS:
@@ -153,20 +155,21 @@ def make_tx_and_updates(config: ml_collections.ConfigDict, total_steps: int,
         update_every=every, begin_step=begin,
         freeze_optimizer_on_update=bool(
             p.get("freeze_optimizer_on_update", False)),
-        initial_masks=initial_masks, seed=config.seed,
+        initial_masks=initial_masks, seed=config.seed, filter_fn=keep,
     ), jaxsparse.periodic_updates(every, begin, end)
   if p.method in PRUNE_SCORES and initial_masks is None:
     schedule = make_schedule(p, total_steps)
     return jaxsparse.prune(
         schedule, score=PRUNE_SCORES[p.method],
         allocation=make_allocation(p), structure=make_structure(p),
-        optimizer=opt, seed=config.seed), schedule.is_update_step
+        optimizer=opt, seed=config.seed, filter_fn=keep
+    ), schedule.is_update_step
   if p.method in (*PRUNE_SCORES, *PAI_METHODS, "static"):
     # Fixed masks from initialization (PaI) or from a driver round; without
     # masks (only when checking a config) all prunable leaves stay dense.
     schedule = jaxsparse.constant(0.0)
     return jaxsparse.prune(schedule, initial_masks=initial_masks,
-                           optimizer=opt, seed=config.seed
+                           optimizer=opt, seed=config.seed, filter_fn=keep
                            ), schedule.is_update_step
   raise ValueError(f"config.pruning.method={p.method!r} has no optax-only "
                    "form (it changes the trainable tree).")
@@ -278,21 +281,24 @@ def pai_masks(config: ml_collections.ConfigDict, params: Any,
   allocation = (jaxsparse.allocation.global_(p.min_keep_fraction)
                 if p.allocation == "uniform" else make_allocation(p))
   structure = make_structure(p)
+  keep = config_lib.filter_fn(config)
   if p.method == "synflow":
     return jaxsparse.pai.synflow_masks(
         fns.apply, params, fns.input_shape, p.sparsity, rounds=p.pai_rounds,
-        allocation=allocation, structure=structure)
+        allocation=allocation, structure=structure, filter_fn=keep)
   data = fns.train_data()
   x, y = jaxsparse.pai.class_balanced_batch(
       data["image"], data["label"], p.pai_samples_per_class,
       seed=config.seed)
   x, y = jnp.asarray(x), jnp.asarray(y)
   if p.method == "snip":
-    scores = jaxsparse.pai.snip(fns.loss, params, {"image": x, "label": y})
+    scores = jaxsparse.pai.snip(fns.loss, params, {"image": x, "label": y},
+                                filter_fn=keep)
   else:
-    scores = jaxsparse.pai.grasp(fns.apply, params, (x, y))
+    scores = jaxsparse.pai.grasp(fns.apply, params, (x, y), filter_fn=keep)
   return jaxsparse.pai.masks_from_scores(
-      scores, params, p.sparsity, allocation=allocation, structure=structure)
+      scores, params, p.sparsity, allocation=allocation, structure=structure,
+      filter_fn=keep)
 
 
 def _ste(config, total_steps, params) -> Method:
@@ -302,7 +308,8 @@ def _ste(config, total_steps, params) -> Method:
                      f"'magnitude' or 'random', got {p.score!r}.")
   schedule = make_schedule(p, total_steps)
   kwargs = dict(structure=make_structure(p), allocation=make_allocation(p),
-                score=PRUNE_SCORES[p.score])
+                score=PRUNE_SCORES[p.score],
+                filter_fn=config_lib.filter_fn(config))
   base_key = jax.random.PRNGKey(config.seed)
   lam = float(p.srste_lambda)  # `ste_masks` validates the structure.
 

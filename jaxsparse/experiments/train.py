@@ -6,7 +6,9 @@ import csv
 import dataclasses
 import functools
 import json
+import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -19,10 +21,11 @@ from flax import nnx
 
 import jaxsparse
 from jaxsparse.experiments import checkpoint as ckpt_lib
+from jaxsparse.experiments import config as config_lib
 from jaxsparse.experiments import data as data_lib
+from jaxsparse.experiments import errors, plotting
 from jaxsparse.experiments import methods as methods_lib
 from jaxsparse.experiments import models as models_lib
-from jaxsparse.experiments import plotting
 
 # Builders live in `methods`; re-exported for existing callers.
 make_optimizer = methods_lib.make_optimizer
@@ -119,7 +122,7 @@ def init_model(config: ml_collections.ConfigDict):
   input_shape, num_classes = data_lib.dataset_info(config.dataset)
   model = models_lib.create_model(
       config.model, num_classes=num_classes, input_shape=input_shape,
-      rngs=nnx.Rngs(config.seed), **dict(config.get("model_kwargs", {})))
+      rngs=nnx.Rngs(config.seed), **config_lib.model_kwargs(config))
   return nnx.split(model, nnx.Param, ...)
 
 
@@ -154,6 +157,7 @@ def train_and_evaluate(
   as `rewind_params`, also after a resume), or start at step `start_step`
   (schedules, learning rate and batches continue from there).
   """
+  config_lib.plan_of(config)  # a bad config fails before any work
   os.makedirs(workdir, exist_ok=True)
   data_dir = config.get("data_dir") or None
   train_src = data_lib.load(config.dataset, "train", data_dir)
@@ -161,9 +165,7 @@ def train_and_evaluate(
   graphdef, params, rest = init_model(config)
   if init_params is not None:
     params = init_params
-  steps_per_epoch = len(train_src) // config.batch_size
-  total = config.num_steps if config.num_steps > 0 else (
-      config.num_epochs * steps_per_epoch)
+  total = config_lib.total_steps(config)
   fns = model_fns(config, graphdef, rest,
                   lambda: data_lib.to_arrays(train_src))  # only if needed
   method = methods_lib.build(config, total, params, fns, initial_masks)
@@ -199,13 +201,15 @@ def train_and_evaluate(
   x_test, y_test = test["image"], test["label"]
   bar = _progress(total - start_step, start - start_step, progress,
                   config.get("name", "run"))
-  t_train, n_timed = 0.0, 0
+  t_train, n_timed = 0.0, 0  # the jitted step alone
+  t_loop, n_loop = 0.0, 0  # the whole loop: data, step, evaluation, saving
   stop_at = config.get("stop_after", -1)
   prev_masks = export(state)[1]  # for the mask change between evaluations
   tb = _tensorboard(workdir, config)
   with open(metrics_path, "a") as mf:
     seen = set()  # programs called so far (update and non-update steps)
     for step in range(start, total):
+      t_start = time.perf_counter()
       batch = batches[step]
       flag = _mask_update(method, step)
       compiled = flag in seen
@@ -241,6 +245,9 @@ def train_and_evaluate(
       ckpt.save(done, state, force=done == total)
       if bar is not None:
         bar.update(1)
+      if compiled:
+        t_loop += time.perf_counter() - t_start
+        n_loop += 1
       if stop_at > 0 and done >= stop_at:  # simulated interruption (tests)
         break
   if bar is not None:
@@ -256,14 +263,30 @@ def train_and_evaluate(
   memory = method.memory
   if memory is None:
     memory = _stored_fraction(summ, config.pruning.get("mask_cost", "none"))
+  target = target_of(config, method) if method.masks is not None else None
   result = {
       "name": config.get("name", "run"), "step": int(state["step"]),
       "test_accuracy": acc, "test_loss": loss,
-      "sparsity": summ.pruned_sparsity, "memory": memory, "pqi": float(pqi),
-      "steps_per_second": n_timed / t_train if t_train else float("nan"),
+      "target_sparsity": target, "achieved_sparsity": summ.pruned_sparsity,
+      "sparsity": summ.pruned_sparsity,
+      "sparsity_all_params": summ.sparsity,
+      "memory": memory, "pqi": float(pqi),
+      "steps_per_second": n_loop / t_loop if t_loop else float("nan"),
+      "step_only_per_second": (n_timed / t_train if t_train
+                               else float("nan")),
       "layers": summ.to_dict()["layers"], "history": history,
   }
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
+  result["shortfalls"] = shortfalls(config, result)
+  summary_path = os.path.join(workdir, "summary.json")
+  if not n_loop and os.path.exists(summary_path):
+    # Nothing was trained (a finished run, rerun): keep the timings that
+    # were measured, instead of writing NaN over them.
+    with open(summary_path) as f:
+      old = json.load(f)
+    for k in ("steps_per_second", "step_only_per_second"):
+      if k in old:
+        result[k] = old[k]
+  with open(summary_path, "w") as f:
     json.dump({k: v for k, v in result.items() if k != "history"}, f, indent=1)
   result["state"] = state
   result["summary"] = summ
@@ -275,6 +298,53 @@ def train_and_evaluate(
                        f"(training ends at step {total}).")
     result["rewind_params"] = _load_tree(rewind_path, params_now)
   return result
+
+
+def target_of(config: ml_collections.ConfigDict, method) -> float | None:
+  """The sparsity a run was asked for over its prunable layers (None: no
+  target, e.g. parameter sharing or SAP's adaptive rounds)."""
+  p = config.pruning
+  if p.method == "rps":
+    return None
+  if p.method == "static":  # driver rounds: whatever masks they were given
+    return None
+  if float(p.get("memory_fraction", -1.0)) > 0:
+    return float(p.sparsity)  # `methods.build` set it from the budget
+  return config_lib._final_target(config)  # pylint: disable=protected-access
+
+
+def shortfalls(config: ml_collections.ConfigDict, result: dict) -> list[str]:
+  """Layers (or the total, for a global ranking) whose zeros differ from
+  the target's count by more than one weight (one group for blocks)."""
+  target = result.get("target_sparsity")
+  if target is None:
+    return []
+  if config.pruning.method == "static":
+    return []
+  plan = config_lib.plan_of(config, target)
+  got = {row["name"]: row for row in result["layers"]}
+  out = []
+  tot_zeros = tot_want = tot_n = 0
+  for layer in plan.layers:
+    row = got.get(layer.path)
+    if row is None:
+      continue
+    zeros, n = row["zeros"], row["params"]
+    if layer.target is None:
+      if row["pruned"] and zeros:
+        out.append(f"{result['name']}: {layer.path} should be dense, has "
+                   f"{zeros} zeros of {n}")
+      continue
+    want = math.floor(layer.target * (n // layer.group) + 0.5) * layer.group
+    tot_zeros, tot_want, tot_n = tot_zeros + zeros, tot_want + want, tot_n + 1
+    if plan.per_layer and abs(zeros - want) > layer.group:
+      out.append(f"{result['name']}: {layer.path} has {zeros} zeros of {n} "
+                 f"({zeros / n:.4f}), target {layer.target:.4f} "
+                 f"({want} zeros)")
+  if not plan.per_layer and abs(tot_zeros - tot_want) > max(tot_n, 1):
+    out.append(f"{result['name']}: {tot_zeros} zeros in the pruned layers, "
+               f"target {tot_want} ({target:.4f})")
+  return out
 
 
 def _tensorboard(workdir: str, config: ml_collections.ConfigDict):
@@ -345,7 +415,8 @@ def _write_csv(path: str, rows: list[dict]) -> None:
 
 
 def _progress(total, start, enabled, desc):
-  if not enabled:
+  """A tqdm bar on a terminal; off when stderr is a file or a pipe (logs)."""
+  if not enabled or not sys.stderr.isatty():
     return None
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   return tqdm(total=total, initial=start, desc=desc, unit="step",
@@ -353,51 +424,18 @@ def _progress(total, start, enabled, desc):
 
 
 # ------------------------------------------------------- experiments
-def _variants(config) -> list[tuple[str, ml_collections.ConfigDict]]:
-  """(name, config) of every run: dense baseline, then method x sweeps."""
-  copy = lambda c: ml_collections.ConfigDict(c.to_dict())
-  out = []
-  methods = list(config.get("sweep_methods", ()) or ())
-  if config.get("compare_dense", False) and (
-      config.pruning.method != "none" or methods):
-    dense = copy(config)
-    dense.pruning.method = "none"
-    out.append(("dense", dense))
-  sparsities = list(config.get("sweep_sparsities", ()) or ())
-  memories = list(config.get("sweep_memory", ()) or ())
-  for method in methods or [config.pruning.method]:
-    base = copy(config)
-    base.pruning.method = method
-    base_name = (config.get("name") or method) if not methods else method
-    if sparsities:
-      for x in sparsities:
-        c = copy(base)
-        c.pruning.sparsity = float(x)
-        out.append((f"{base_name}@{x:g}", c))
-    elif memories:
-      for x in memories:
-        c = copy(base)
-        c.pruning.memory_fraction = float(x)
-        out.append((f"{base_name}@mem{x:g}", c))
-    else:
-      out.append((base_name, base))
-  return out
-
-
 def run_experiment(config: ml_collections.ConfigDict, workdir: str,
                    progress: bool = True) -> list[dict[str, Any]]:
   """The configured run(s): a dense baseline if `config.compare_dense`,
   sweeps over `sweep_methods` x (`sweep_sparsities` or `sweep_memory`), or
   an IMP/SAP driver (`config.driver`); prints a table, writes plots."""
-  methods_lib.check_method(config.pruning)
-  for m in config.get("sweep_methods", ()) or ():
-    methods_lib.check_method(ml_collections.ConfigDict({"method": m}))
+  config_lib.validate(config)  # every run, before any work
   if config.get("driver", "none") != "none":
     runs = run_driver(config, workdir, progress=progress)
     sweep = True
   else:
     runs = []
-    for name, c in _variants(config):
+    for name, c in config_lib.variants(config):
       c.name = name
       runs.append(train_and_evaluate(c, os.path.join(workdir, _slug(name)),
                                      progress=progress))
@@ -414,6 +452,11 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   x_key = "memory" if config.get("sweep_memory", ()) else "sparsity"
   paths = plotting.write_plots(runs, plot_dir, sweep=sweep, x_key=x_key)
   print("plots: " + ", ".join(paths))
+  short = [s for r in runs for s in r.get("shortfalls", ())]
+  if short:
+    raise errors.ShortfallError(
+        "delivered sparsity differs from the target by more than one weight "
+        "(or group) per layer:\n" + "\n".join(f"  - {s}" for s in short))
   return runs
 
 
@@ -466,14 +509,26 @@ def _slug(name: str) -> str:
 
 def results_table(runs: list[dict[str, Any]]) -> str:
   """Accuracy, total sparsity and speed per run, then per-layer sparsity."""
-  lines = [f"{'run':<22}{'test acc':>10}{'sparsity':>10}{'memory':>10}"
-           f"{'PQI':>8}{'steps/s':>10}"]
+  fmt = lambda x, w, d: f"{'-':>{w}}" if x is None else f"{x:>{w}.{d}f}"
+  lines = [f"{'run':<22}{'test acc':>10}{'target':>9}{'achieved':>10}"
+           f"{'all params':>11}{'memory':>9}{'PQI':>8}{'steps/s':>9}"
+           f"{'step/s':>9}"]
   lines.append("-" * len(lines[0]))
   for r in runs:
-    lines.append(f"{r['name']:<22}{r['test_accuracy']:>10.4f}"
-                 f"{r['sparsity']:>10.4f}{r.get('memory', 1.0):>10.4f}"
-                 f"{r.get('pqi', float('nan')):>8.4f}"
-                 f"{r['steps_per_second']:>10.1f}")
+    lines.append(
+        f"{r['name']:<22}{r['test_accuracy']:>10.4f}"
+        f"{fmt(r.get('target_sparsity'), 9, 4)}"
+        f"{r.get('achieved_sparsity', r['sparsity']):>10.4f}"
+        f"{fmt(r.get('sparsity_all_params'), 11, 4)}"
+        f"{r.get('memory', 1.0):>9.4f}{r.get('pqi', float('nan')):>8.4f}"
+        f"{r['steps_per_second']:>9.1f}"
+        f"{fmt(r.get('step_only_per_second'), 9, 1)}")
+  lines.append("target / achieved: sparsity of the prunable layers asked for "
+               "and delivered ('-': no target); all params: over every "
+               "parameter, biases and norms included")
+  lines.append("steps/s: the whole training loop (data, step, evaluation, "
+               "checkpoints); step/s: the jitted step alone; both leave out "
+               "each program's first call (compilation)")
   lines.append("memory: stored floats per prunable weight (non-zeros plus "
                "the mask's cost, or the RPS memory)")
   lines.append("")

@@ -124,8 +124,8 @@ def check_masks(params: Params, masks: Masks, name: str = "masks") -> None:
     m = _leaf_value(m)
     if jnp.shape(m) != jnp.shape(_leaf_value(p)):
       raise ValueError(
-          f"`{name}` leaf '{path_str(path)}' has shape {jnp.shape(m)} but the "
-          f"param has shape {jnp.shape(_leaf_value(p))}."
+          f"`{name}`: mask shape {tuple(jnp.shape(m))} vs param shape "
+          f"{tuple(jnp.shape(_leaf_value(p)))} at '{path_str(path)}'."
       )
     if not (m.dtype == jnp.bool_ or jnp.issubdtype(m.dtype, jnp.number)):
       raise TypeError(f"`{name}` leaf '{path_str(path)}' has dtype {m.dtype}.")
@@ -144,7 +144,10 @@ def apply_masks(params: Params, masks: Masks) -> Params:
 
   Leaves whose mask is `None` are returned unchanged. Works on plain pytrees
   and on flax.nnx `State`s (variables are rebuilt around the new values).
+  Raises a ValueError naming the leaf when a mask's tree or shape does not
+  match (checked at trace time).
   """
+  check_masks(params, masks)
   masks = unwrap(masks)
   flat_m, treedef = jax.tree.flatten(masks, is_leaf=_is_none)
   flat_p = treedef.flatten_up_to(

@@ -108,10 +108,15 @@ def periodic_updates(
     every: int, begin_step: int, end_step: int) -> Callable[[Any], Any]:
   """`step -> bool`: True at begin_step, begin_step + every, ... <= end_step.
 
-  The update steps of `iterative` and of `jaxsparse.dst` (SET/RigL); a
-  Python int gives a Python bool.
+  Not a schedule (it has no sparsity): the update predicate of `iterative`
+  and of `jaxsparse.dst` (SET/RigL), for `mask_update=`. A Python int gives
+  a Python bool.
   """
-  every, t0, t1 = int(every), int(begin_step), int(end_step)
+  every = _check_step(every, "every")
+  t0 = _check_step(begin_step, "begin_step")
+  t1 = _check_step(end_step, "end_step")
+  if every < 1:
+    raise ValueError(f"`every` must be at least 1, got {every}.")
   return lambda step: (step >= t0) & (step <= t1) & ((step - t0) % every == 0)
 
 
