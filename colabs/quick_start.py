@@ -16,16 +16,31 @@
 #
 # Prune a small network while it trains, by changing one line: the optimizer.
 # The masks live in the optax state as a pytree shaped like the params.
+#
+# **Running it.** Locally: `bash run.sh test` executes this notebook; or
+# `.venv/bin/jupyter lab colabs/quick_start.ipynb` after `bash run.sh test`
+# has made `.venv`. In Colab: jaxsparse is not on PyPI, so install it from
+# the repository: set `JAXSPARSE_PIP_SPEC` to a pip spec of it (for example
+# `git+https://<host>/<owner>/jaxsparse.git`), or upload a clone of the
+# repository to `/content/jaxsparse`; the next cell installs it.
 
 # %%
-# In Colab, install jaxsparse first (elsewhere it is already installed).
+# Installs jaxsparse when it is not importable (Colab); elsewhere a no-op.
+import importlib.util
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                  os.environ.get("JAXSPARSE_PIP_SPEC", "jaxsparse")],
+if importlib.util.find_spec("jaxsparse") is None:
+  spec = os.environ.get("JAXSPARSE_PIP_SPEC", "")
+  if not spec and os.path.isdir("/content/jaxsparse"):
+    spec = "/content/jaxsparse"
+  if not spec:
+    raise RuntimeError(
+        "jaxsparse is not installed: set JAXSPARSE_PIP_SPEC to a pip spec of "
+        "the repository (git+https://...), or put a clone in "
+        "/content/jaxsparse, then run this cell again.")
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec],
                  check=True)
 
 # %%

@@ -261,3 +261,17 @@ def test_unknown_dataset_name():
     assert name in str(info.value)
   with pytest.raises(ValueError, match="supported"):
     data.dataset_info("svhn")
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_cached_loader_gives_the_same_batches(digits_train, drop):
+  kw = dict(seed=3, num_epochs=2, drop_remainder=drop)
+  a = list(data.make_loader(digits_train, 100, cache=True, **kw))
+  b = list(data.make_loader(digits_train, 100, cache=False, **kw))
+  assert len(a) == len(b) == 2 * (14 if drop else 15)
+  for x, y in zip(a, b, strict=True):
+    assert x["image"].dtype == y["image"].dtype == np.float32
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["label"], y["label"])
+  loader = data.make_loader(digits_train, 100, cache=True, **kw)
+  np.testing.assert_array_equal(loader[17]["label"], a[17]["label"])

@@ -409,8 +409,8 @@ def test_filter_selecting_int_leaf_names_it():
 
 def test_filter_fn_selects_leaves_by_path():
   params = mlp_params()
-  only_first = lambda path, x: "Dense_0" in js._src.core.masks.path_str(path) and (
-      x.ndim == 2)
+  path_str = js._src.core.masks.path_str
+  only_first = lambda path, x: "Dense_0" in path_str(path) and x.ndim == 2
   tx = js.prune(0.5, filter_fn=only_first)
   _, state = tx.update(params, tx.init(params), params)
   masks = js.get_masks(state)

@@ -360,6 +360,9 @@ def _source_name(source: Any, name: str | None) -> str:
   return name
 
 
+CACHE_MAX_EXAMPLES = 100_000  # e.g. MNIST's 60,000 train images: 47 MB
+
+
 def make_loader(
     source: Sequence[Any],
     batch_size: int,
@@ -370,13 +373,16 @@ def make_loader(
     drop_remainder: bool = False,
     worker_count: int = 0,
     name: str | None = None,
+    cache: bool | None = None,
 ) -> Iterable[Batch]:
   """Normalized numpy batches of a source, through a `grain.MapDataset`.
 
   Each epoch visits every example exactly once, in an order that depends
-  only on `seed` and the epoch number (a different permutation each epoch).
-  Batches never straddle two epochs: with ``drop_remainder=False`` the last
-  batch of each epoch is smaller.
+  only on `seed` and the epoch number: epoch e is
+  `np.random.default_rng([seed, e]).permutation(n)`. Batches never straddle
+  two epochs: with ``drop_remainder=False`` the last batch of each epoch is
+  smaller. Batch `step` is `loader[step]` (random access, so a resumed run
+  sees the same batches).
 
   Args:
     source: a `Source` from `load`, or any random-access sequence of raw
@@ -388,30 +394,36 @@ def make_loader(
     drop_remainder: drop each epoch's last, smaller batch.
     worker_count: 0 reads in this process; more uses grain worker processes.
     name: dataset name for normalization (default: `source.name`).
+    cache: decode every example once and keep them in memory (the batches
+      are the same). None: when the source has at most `CACHE_MAX_EXAMPLES`
+      examples. Reading digits from its array_record file costs about 16 ms
+      per batch of 64 here, ten times the training step.
 
   Returns:
-    A `grain.MapDataset` (``worker_count=0``; supports ``len`` and
-    ``ds[step]``) or `grain.IterDataset` of dicts ``{"image": float32
-    (B, H, W, C), "label": int32 (B,)}``.
+    A `Batches` (``worker_count=0``; supports ``len``, iteration and
+    ``ds[step]``) or a `grain.IterDataset` with `worker_count` processes, of
+    dicts ``{"image": float32 (B, H, W, C), "label": int32 (B,)}``.
   """
   name = _source_name(source, name)
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}.")
-  ds = grain.MapDataset.source(source)
-  if shuffle:
-    ds = ds.shuffle(seed=seed)
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=_stack)
-  if num_epochs != 1:
-    ds = ds.repeat(num_epochs)  # reseeds the shuffle every epoch.
-  ds = ds.map(_Normalize(name))
+  cached = cache or (cache is None and worker_count == 0
+                     and len(source) <= CACHE_MAX_EXAMPLES)
+  if cached:
+    arrays = to_arrays(source, name=name)
+    fetch = _Gather(arrays)
+  else:
+    fetch = _Fetch(source, name)
+  ds = Batches(len(source), batch_size, fetch, seed=seed, shuffle=shuffle,
+               num_epochs=num_epochs, drop_remainder=drop_remainder)
   if worker_count > 0:
     from absl import flags
 
     if not flags.FLAGS.is_parsed():  # grain workers read absl flags.
       flags.FLAGS.mark_as_parsed()
-    return ds.to_iter_dataset().mp_prefetch(
+    return grain.MapDataset.source(ds).to_iter_dataset().mp_prefetch(
         grain.MultiprocessingOptions(num_workers=worker_count))
   return ds
 
@@ -422,14 +434,65 @@ def _stack(examples: Sequence[Any]) -> Batch:
           "label": np.asarray([ex["label"] for ex in examples])}
 
 
-@dataclasses.dataclass(frozen=True)
-class _Normalize:
-  """Picklable `normalize` for grain (worker processes)."""
+class Batches(Sequence):
+  """Random-access batches: `batches[step]` for step in [0, len)."""
 
+  def __init__(self, n: int, batch_size: int, fetch, *, seed: int,
+               shuffle: bool, num_epochs: int | None, drop_remainder: bool):
+    self.n, self.batch_size, self.fetch = n, batch_size, fetch
+    self.seed, self.shuffle, self.num_epochs = seed, shuffle, num_epochs
+    self.per_epoch = (n // batch_size if drop_remainder
+                      else -(-n // batch_size))
+    self._perms: dict[int, np.ndarray] = {}
+
+  def __len__(self) -> int:
+    if self.num_epochs is None:
+      return 2**62  # repeats forever
+    return self.per_epoch * self.num_epochs
+
+  def order(self, epoch: int) -> np.ndarray:
+    """The example indices of `epoch`, in the order they are visited."""
+    if epoch not in self._perms:
+      if len(self._perms) > 2:
+        self._perms.clear()
+      self._perms[epoch] = (
+          np.random.default_rng([self.seed, epoch]).permutation(self.n)
+          if self.shuffle else np.arange(self.n))
+    return self._perms[epoch]
+
+  def __getitem__(self, step):
+    if not 0 <= step < len(self):
+      raise IndexError(step)
+    epoch, j = divmod(int(step), self.per_epoch)
+    b = self.batch_size
+    return self.fetch(self.order(epoch)[j * b:(j + 1) * b])
+
+  def __iter__(self):
+    step = 0
+    while step < len(self):
+      yield self[step]
+      step += 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fetch:
+  """Reads, stacks and normalizes the examples at a batch of indices."""
+
+  source: Any
   name: str
 
-  def __call__(self, batch: Batch) -> Batch:
-    return normalize(batch, self.name)
+  def __call__(self, index: np.ndarray) -> Batch:
+    return normalize(_stack([self.source[int(i)] for i in index]), self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Gather:
+  """The batch of normalized arrays at a batch of example indices."""
+
+  arrays: Batch
+
+  def __call__(self, index: np.ndarray) -> Batch:
+    return {k: v[index] for k, v in self.arrays.items()}
 
 
 def to_arrays(
