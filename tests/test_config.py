@@ -254,3 +254,40 @@ def test_periodic_updates_rejects_zero_period():
     jaxsparse.periodic_updates(0, 0, 10)
   f = jaxsparse.periodic_updates(3, 1, 10)
   assert [t for t in range(12) if f(t)] == [1, 4, 7, 10]
+
+
+def test_host_callback_errors_reach_the_user_unwrapped():
+  import jax
+
+  from jaxsparse.experiments import main
+
+  def boom(x):
+    raise ValueError(f"mask_update=True was passed at step count {int(x)}")
+
+  f = jax.jit(lambda x: jax.debug.callback(boom, x) or x)
+  with pytest.raises(jax.errors.JaxRuntimeError) as e:
+    jax.block_until_ready(f(jnp.int32(7)))
+  assert main._callback_error(e.value) == (
+      "ValueError: mask_update=True was passed at step count 7")
+
+
+def test_interrupt_exits_130_without_traceback(tmp_path):
+  import signal
+  d = tmp_path / "tfds"
+  data_lib.prepare_digits(str(d))
+  work = tmp_path / "w"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "jaxsparse.experiments.main", "--config",
+       os.path.join(CONFIGS, "default.py"), "--workdir", str(work),
+       f"--config.data_dir={d}", "--config.compare_dense=False",
+       "--config.eval_every=10", "--config.tensorboard=False"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+  metrics = work / "magnitude" / "metrics.jsonl"
+  deadline = time.time() + 120
+  while not (metrics.exists() and metrics.stat().st_size) and (
+      time.time() < deadline and proc.poll() is None):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == errors.INTERRUPT_EXIT_CODE, err[-2000:]
+  assert "Traceback" not in err and "resume" in err
