@@ -20,6 +20,7 @@ References:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -78,26 +79,63 @@ def _params():
   return pltriton.CompilerParams(num_warps=NUM_WARPS, num_stages=NUM_STAGES)
 
 
+def _prologue(x: Array, w: BlockSparse,
+              block_m: int | None) -> tuple[int, Array, int, Any]:
+  """Row tile, checked blocks: (bm, x padded to bm rows, M/bm, dtype)."""
+  bm = choose_block_m(x.shape[0], block_m)
+  check_blocks(w.block, bm)
+  xp = _pad_rows(x, bm)
+  return bm, xp, xp.shape[0] // bm, jnp.result_type(x.dtype, w.dtype)
+
+
+def _mac(acc: Array, a: Array, b: Array, contract: tuple, dt) -> Array:
+  """acc + a·b over the `contract` dims of (a, b), in dtype dt, f32 out."""
+  return acc + lax.dot_general(
+      a.astype(dt), b.astype(dt), (contract, ((), ())),
+      preferred_element_type=jnp.float32)
+
+
+def _reduce(o_ref, trips, body: Callable[[Array, Array], Array]) -> None:
+  """o = `trips` steps of `body(step, acc)` from a zero f32 accumulator."""
+  acc = jnp.zeros(o_ref.shape, jnp.float32)
+  acc = lax.fori_loop(0, trips, body, acc)
+  o_ref[...] = acc.astype(o_ref.dtype)
+
+
+def _slot_loop(o_ref, count, num_tiles: int,
+               tiles: Callable[[Array], Callable[[Array], tuple]],
+               contract: tuple, dt) -> None:
+  """o = Σ over `count` slots and `num_tiles` tiles of the block products.
+
+  `tiles(s)` reads slot s's block ids and returns `load(t) -> (a, b)`, the
+  operand tiles of tile t.
+  """
+
+  def slot(s, acc):
+    load = tiles(s)
+    return lax.fori_loop(
+        0, num_tiles, lambda t, acc: _mac(acc, *load(t), contract, dt), acc)
+
+  _reduce(o_ref, count, slot)
+
+
 # -- y = x @ W -----------------------------------------------------------------
 def _mm_kernel(rows_ref, counts_ref, x_ref, v_ref, o_ref, *, bk, tk, sub,
                slots, dt):
   j = pl.program_id(1) // sub
   count = counts_ref[j]
 
-  def slot(s, acc):
+  def tiles(s):
     r = rows_ref[j * slots + s]
 
-    def ktile(kk, acc):
+    def ktile(kk):
       xb = x_ref[:, pl.ds(pl.multiple_of(r * bk + kk * tk, tk), tk)]
       vb = v_ref[s, pl.ds(pl.multiple_of(kk * tk, tk), tk), :]
-      return acc + jnp.dot(xb.astype(dt), vb.astype(dt),
-                           preferred_element_type=jnp.float32)
+      return xb, vb
 
-    return lax.fori_loop(0, bk // tk, ktile, acc)
+    return ktile
 
-  acc = jnp.zeros(o_ref.shape, jnp.float32)
-  acc = lax.fori_loop(0, count, slot, acc)
-  o_ref[...] = acc.astype(o_ref.dtype)
+  _slot_loop(o_ref, count, bk // tk, tiles, ((1,), (0,)), dt)
 
 
 def matmul(x: Array, w: BlockSparse, *, block_m: int | None = None,
@@ -107,13 +145,9 @@ def matmul(x: Array, w: BlockSparse, *, block_m: int | None = None,
   kb, nb = w.grid
   bk, bn = w.block
   t = w.slots
-  bm = choose_block_m(m, block_m)
-  check_blocks(w.block, bm)
+  bm, xp, mb, dt = _prologue(x, w, block_m)
   tk, tn = min(bk, TILE_K), min(bn, TILE_N)
-  xp = _pad_rows(x, bm)
-  mb = xp.shape[0] // bm
   sub = bn // tn
-  dt = jnp.result_type(x.dtype, w.dtype)
   out = pl.pallas_call(
       functools.partial(_mm_kernel, bk=bk, tk=tk, sub=sub, slots=t, dt=dt),
       grid=(mb, nb * sub),
@@ -142,23 +176,19 @@ def _mmt_kernel(cols_ref, slots_ref, counts_ref, dy_ref, v_ref, o_ref, *,
   i, kk = q // sub, q % sub
   count = counts_ref[i]
 
-  def slot(s, acc):
+  def tiles(s):
     c = cols_ref[i * slots_t + s]
     sl = slots_ref[i * slots_t + s]
 
-    def ntile(nn, acc):
+    def ntile(nn):
       dyb = dy_ref[:, pl.ds(pl.multiple_of(c * bn + nn * tn, tn), tn)]
       vb = v_ref[c, sl, pl.ds(pl.multiple_of(kk * tk, tk), tk),
                  pl.ds(pl.multiple_of(nn * tn, tn), tn)]
-      return acc + lax.dot_general(
-          dyb.astype(dt), vb.astype(dt), (((1,), (1,)), ((), ())),
-          preferred_element_type=jnp.float32)
+      return dyb, vb
 
-    return lax.fori_loop(0, bn // tn, ntile, acc)
+    return ntile
 
-  acc = jnp.zeros(o_ref.shape, jnp.float32)
-  acc = lax.fori_loop(0, count, slot, acc)
-  o_ref[...] = acc.astype(o_ref.dtype)
+  _slot_loop(o_ref, count, bn // tn, tiles, ((1,), (1,)), dt)
 
 
 def matmul_t(dy: Array, w: BlockSparse, *, block_m: int | None = None,
@@ -168,12 +198,8 @@ def matmul_t(dy: Array, w: BlockSparse, *, block_m: int | None = None,
   kb, nb = w.grid
   bk, bn = w.block
   tt = w.slots_t
-  bm = choose_block_m(m, block_m)
-  check_blocks(w.block, bm)
+  bm, dyp, mb, dt = _prologue(dy, w, block_m)
   tk, tn = min(bk, TILE_N), min(bn, TILE_K)
-  dyp = _pad_rows(dy, bm)
-  mb = dyp.shape[0] // bm
-  dt = jnp.result_type(dy.dtype, w.dtype)
   out = pl.pallas_call(
       functools.partial(_mmt_kernel, bk=bk, bn=bn, tk=tk, tn=tn, slots_t=tt,
                         dt=dt),
@@ -209,27 +235,21 @@ def _sdd_kernel(rows_ref, counts_ref, x_ref, dy_ref, o_ref, *, bk, bn, bm,
     rs = pl.ds(pl.multiple_of(p * bm, bm), bm)
     xb = x_ref[rs, pl.ds(pl.multiple_of(r * bk + kk * tk, tk), tk)]
     dyb = dy_ref[rs, pl.ds(pl.multiple_of(j * bn + nn * tn, tn), tn)]
-    return acc + lax.dot_general(
-        xb.astype(dt), dyb.astype(dt), (((0,), (0,)), ((), ())),
-        preferred_element_type=jnp.float32)
+    return _mac(acc, xb, dyb, ((0,), (0,)), dt)
 
-  acc = jnp.zeros(o_ref.shape, jnp.float32)
-  acc = lax.fori_loop(0, trips, mtile, acc)
-  o_ref[...] = acc.astype(o_ref.dtype)
+  _reduce(o_ref, trips, mtile)
 
 
 def sdd(x: Array, dy: Array, w: BlockSparse, *, block_m: int | None = None,
         interpret: Any = False) -> Array:
   """dW on W's stored blocks, (Nb, T, bk, bn); padding slots get 0."""
-  m, k = x.shape
-  n = dy.shape[1]
+  k, n = x.shape[1], dy.shape[1]
   kb, nb = w.grid
   bk, bn = w.block
   t = w.slots
-  bm = choose_block_m(m, block_m)
-  check_blocks(w.block, bm)
+  bm, xp, _, _ = _prologue(x, w, block_m)
   tk, tn = min(bk, TILE_K), min(bn, TILE_K)
-  xp, dyp = _pad_rows(x, bm), _pad_rows(dy, bm)
+  dyp = _pad_rows(dy, bm)
   mp = xp.shape[0]
   dt = jnp.result_type(x.dtype, dy.dtype)
   subn = bn // tn

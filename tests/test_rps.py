@@ -348,7 +348,7 @@ def test_too_small_for_a_tile_raises():
 def test_expand_rejects_foreign_trees():
   params = mlp(jax.random.PRNGKey(0))
   memory, spec = rps.init(params, 0.1)
-  with pytest.raises(TypeError, match="RPSMemory"):
+  with pytest.raises(TypeError, match="Memory returned by init"):
     spec.expand(params)
   with pytest.raises(ValueError, match="shape"):
     spec.expand(memory._replace(shared=memory.shared[:-1]))

@@ -83,8 +83,8 @@ def base() -> ml_collections.ConfigDict:
   p.structure = "unstructured"  # unstructured | n_m | block | channel
   # Layers kept dense: `re.search` patterns on param paths ('convs/0/kernel'),
   # plus "input" (the model's first layer) and "output" (its head). "auto":
-  # nothing for unstructured sparsity; the input layer for n_m and block
-  # (it sees the image's channels, 1 for digits, which groups can't divide).
+  # nothing for unstructured sparsity; for n_m and block, every layer the
+  # structure cannot divide (a first conv sees 1 channel on digits).
   p.exclude = ("auto",)
   p.n = 2
   p.m = 4
@@ -111,6 +111,66 @@ def base() -> ml_collections.ConfigDict:
   p.sap_gamma = 1.0
   p.sap_beta = 0.9
   return c
+
+
+def lm_base() -> ml_collections.ConfigDict:
+  """The language-model experiment: a tiny LLaMA on Python's own docs.
+
+  Trains the dense model (cached in the workdir), then runs the sparse
+  training of `pruning.method` / `sweep_methods` and every post-training
+  method x target of `posttrain`, in one table against dense.
+  """
+  c = base()
+  c.task = "lm"
+  c.dataset = "pydoc"  # pydoc | stdlib | tfds:<name> (e.g. tfds:lm1b)
+  c.model = "llama"
+  c.compare_dense = True
+  k = c.lm = ml_collections.ConfigDict()
+  k.dim = 128
+  k.n_layers = 2
+  k.n_heads = 4
+  k.n_kv_heads = 2
+  k.hidden_dim = 384
+  k.seq_len = 128
+  k.stdlib_bytes = 4_000_000  # corpus size for dataset=stdlib
+  k.eval_batch_size = 32
+  c.batch_size = 16
+  c.num_epochs = -1
+  c.num_steps = 1500
+  c.optimizer = "adamw"
+  c.learning_rate = 3e-3
+  c.weight_decay = 0.0
+  c.eval_every = 500
+  c.pruning.method = "none"
+  c.pruning.exclude = ()
+  t = c.posttrain = ml_collections.ConfigDict()
+  # magnitude | wanda | sparsegpt | owl_wanda | owl_sparsegpt
+  t.methods = ()
+  t.targets = ("0.5", "0.7", "2:4")  # sparsities or "N:M"
+  t.calib_sequences = 32  # calibration windows of lm.seq_len tokens
+  t.blocksize = 128
+  t.percdamp = 0.01
+  t.owl_m = 5.0
+  t.owl_lambda = 0.08
+  return c
+
+
+POSTTRAIN_METHODS = ("magnitude", "wanda", "sparsegpt", "owl_wanda",
+                     "owl_sparsegpt")
+
+
+def parse_target(text: str) -> tuple[float | None, tuple[int, int] | None]:
+  """"0.5" -> (0.5, None); "2:4" -> (None, (2, 4)); raises ValueError."""
+  text = str(text).strip()
+  if ":" in text:
+    n, m = (int(x) for x in text.split(":"))
+    if not 0 < n <= m:
+      raise ValueError("N:M needs 0 < N <= M")
+    return None, (n, m)
+  s = float(text)
+  if not 0 <= s < 1:
+    raise ValueError("must be in [0, 1)")
+  return s, None
 
 
 # ------------------------------------------------------------- the names
@@ -168,6 +228,8 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
   from jaxsparse.experiments import data  # pylint: disable=g-import-not-at-top
+  if is_lm(config):
+    return 0  # language models count steps (config.num_steps)
   return data.SUPPORTED_DATASETS[config.dataset].num_train // config.batch_size
 
 
@@ -195,9 +257,8 @@ def exclude_patterns(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   out: list[str] = []
   for pat in raw:
     if pat == "auto":
-      if p.structure in ("n_m", "block"):
-        out.append(models.INPUT_LAYERS.get(config.model, r"^$"))
-    elif pat == "input":
+      continue  # layers the structure cannot divide: `filter_fn`
+    if pat == "input":
       out.append(models.INPUT_LAYERS.get(config.model, r"^$"))
     elif pat == "output":
       out.append(models.OUTPUT_LAYER)
@@ -224,11 +285,16 @@ def filter_fn(config: ml_collections.ConfigDict):
   from jaxsparse.experiments import methods  # pylint: disable=g-import-not-at-top
   pats = [re.compile(x) for x in exclude_patterns(config)]
   structure = methods.make_structure(config.pruning) if _auto(config) else None
+  if is_lm(config):
+    from jaxsparse import lm  # pylint: disable=g-import-not-at-top
+    base_fn = lm.prunable
+  else:
+    base_fn = jaxsparse.is_kernel
   if not pats and structure is None:
-    return jaxsparse.is_kernel
+    return base_fn
 
   def fn(path, leaf):
-    if not jaxsparse.is_kernel(path, leaf):
+    if not base_fn(path, leaf):
       return False
     name = masks_lib.path_str(path)
     if any(x.search(name) for x in pats):
@@ -314,14 +380,62 @@ def _int(key: str, value: Any, lo: int) -> str | None:
   return None
 
 
+def is_lm(config: ml_collections.ConfigDict) -> bool:
+  return config.get("task", "classify") == "lm"
+
+
+def _check_lm(c: ml_collections.ConfigDict, add) -> None:
+  """The language-model task's own keys (`lm_base`)."""
+  if c.dataset not in ("pydoc", "stdlib") and not str(c.dataset).startswith(
+      "tfds:"):
+    add(f"config.dataset={c.dataset!r}: unknown for task 'lm'; allowed: "
+        "'pydoc', 'stdlib', 'tfds:<name>' (e.g. 'tfds:lm1b')")
+  add(_allowed("config.model", c.model, ("llama",)))
+  if c.num_epochs > 0:
+    add(f"config.num_epochs={c.num_epochs}: task 'lm' counts steps; set "
+        "config.num_steps and config.num_epochs=-1")
+  k = c.lm
+  for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim",
+              "seq_len", "eval_batch_size"):
+    add(_int(f"config.lm.{key}", k[key], 1))
+  if all(isinstance(k[x], int) and k[x] > 0 for x in ("dim", "n_heads",
+                                                      "n_kv_heads")):
+    if k.dim % k.n_heads or (k.dim // k.n_heads) % 2:
+      add(f"config.lm.dim={k.dim}: must be a multiple of 2 x "
+          f"config.lm.n_heads={k.n_heads} (even head dimension for RoPE)")
+    if k.n_heads % k.n_kv_heads:
+      add(f"config.lm.n_kv_heads={k.n_kv_heads}: must divide "
+          f"config.lm.n_heads={k.n_heads}")
+  allowed = ("none", "magnitude", "random", "saliency", "ste", "set", "rigl")
+  for m in (c.pruning.method, *(c.get("sweep_methods", ()) or ())):
+    if m not in allowed:
+      add(f"config.pruning.method={m!r}: not available for task 'lm'; "
+          f"allowed: {', '.join(repr(a) for a in allowed)}")
+  t = c.posttrain
+  for m in t.methods:
+    add(_allowed("config.posttrain.methods", m, POSTTRAIN_METHODS))
+  for x in t.targets:
+    try:
+      parse_target(x)
+    except ValueError as e:
+      add(f"config.posttrain.targets: {x!r}: {e} (a sparsity like '0.5' "
+          "or 'N:M' like '2:4')")
+  add(_int("config.posttrain.calib_sequences", t.calib_sequences, 1))
+  add(_int("config.posttrain.blocksize", t.blocksize, 1))
+
+
 def _check_run(config: ml_collections.ConfigDict, errs: list[str]) -> None:
   """Config-level checks that need no model."""
   from jaxsparse._src.sharing import rps  # pylint: disable=g-import-not-at-top
   from jaxsparse.experiments import data, methods, models  # pylint: disable=g-import-not-at-top
   c, p = config, config.pruning
   add = lambda e: e is not None and e not in errs and errs.append(e)
-  add(_allowed("config.dataset", c.dataset, tuple(data.SUPPORTED_DATASETS)))
-  add(_allowed("config.model", c.model, tuple(models.MODELS)))
+  if is_lm(c):
+    _check_lm(c, add)
+  else:
+    add(_allowed("config.dataset", c.dataset,
+                 tuple(data.SUPPORTED_DATASETS)))
+    add(_allowed("config.model", c.model, tuple(models.MODELS)))
   add(_allowed("config.optimizer", c.optimizer, OPTIMIZERS))
   add(_allowed("config.lr_schedule", c.get("lr_schedule", "constant"),
                LR_SCHEDULES))
@@ -394,7 +508,7 @@ def _check_run(config: ml_collections.ConfigDict, errs: list[str]) -> None:
     add(f"config.pruning.structure={p.structure!r}: {p.method} is "
         "unstructured only")
   if c.get("driver", "none") != "none" and p.method not in (
-      "none", "magnitude"):
+      "none", "magnitude", "static"):
     add(f"config.pruning.method={p.method!r}: config.driver={c.driver!r} "
         "trains its own rounds; leave the method at 'magnitude'")
 
@@ -438,6 +552,15 @@ def _final_target(config) -> float | None:
   return float(p.sparsity)
 
 
+def lm_config(config: ml_collections.ConfigDict):
+  """The `jaxsparse.lm.LlamaConfig` of a task-'lm' config (byte tokens)."""
+  from jaxsparse import lm  # pylint: disable=g-import-not-at-top
+  k = config.lm
+  return lm.LlamaConfig(vocab_size=256, dim=k.dim, n_layers=k.n_layers,
+                        n_heads=k.n_heads, n_kv_heads=k.n_kv_heads,
+                        hidden_dim=k.hidden_dim, max_seq_len=k.seq_len)
+
+
 def _param_shapes(config) -> list[tuple[str, tuple[int, ...], Any]]:
   """(path, shape, leaf) of the model's params, by `nnx.eval_shape`."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -445,6 +568,13 @@ def _param_shapes(config) -> list[tuple[str, tuple[int, ...], Any]]:
 
   from jaxsparse._src.core import masks as masks_lib  # pylint: disable=g-import-not-at-top
   from jaxsparse.experiments import data, models  # pylint: disable=g-import-not-at-top
+  if is_lm(config):
+    from jaxsparse import lm  # pylint: disable=g-import-not-at-top
+    cfg = lm_config(config)
+    model = nnx.eval_shape(lambda: lm.Llama(cfg, rngs=nnx.Rngs(0)))
+    state = masks_lib.unwrap(nnx.state(model, nnx.Param))
+    return [(masks_lib.path_str(path), tuple(x.shape), x) for path, x in
+            jax.tree_util.tree_flatten_with_path(state)[0]]
   input_shape, num_classes = data.dataset_info(config.dataset)
   kw = model_kwargs(config)
   cls = models.MODELS[config.model]

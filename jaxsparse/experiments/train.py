@@ -430,6 +430,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
   sweeps over `sweep_methods` x (`sweep_sparsities` or `sweep_memory`), or
   an IMP/SAP driver (`config.driver`); prints a table, writes plots."""
   config_lib.validate(config)  # every run, before any work
+  if config_lib.is_lm(config):
+    from jaxsparse.experiments import lm as lm_runner  # pylint: disable=g-import-not-at-top
+    return lm_runner.run(config, workdir, progress=progress)
   if config.get("driver", "none") != "none":
     runs = run_driver(config, workdir, progress=progress)
     sweep = True
