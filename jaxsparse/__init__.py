@@ -2,15 +2,17 @@
 
 The everyday API lives here; each method family is a submodule:
 `schedules`, `scores`, `allocation`, `structures`, `pai`, `lottery`, `dst`,
-`sharing`, `nn`. See ARCHITECTURE.md.
+`sharing`, `nn`, `lm`, `posttrain`. See ARCHITECTURE.md.
 """
 
 from jaxsparse import (
     allocation,
     dst,
+    lm,
     lottery,
     nn,
     pai,
+    posttrain,
     schedules,
     scores,
     sharing,
@@ -41,7 +43,8 @@ __version__ = "0.1.0"
 __all__ = (
     "PruneState", "PruningSchedule", "Summary", "allocation", "apply_masks",
     "check_masks", "constant", "dst", "get_masks", "is_kernel", "iterative",
-    "lottery", "masks", "nn", "one_shot", "ones_masks", "pack_masks", "pai",
-    "periodic_updates", "polynomial", "prune", "replace_masks", "schedules",
-    "scores", "sharing", "sparsity", "structures", "summary", "unpack_masks",
+    "lm", "lottery", "masks", "nn", "one_shot", "ones_masks", "pack_masks",
+    "pai", "periodic_updates", "polynomial", "posttrain", "prune",
+    "replace_masks", "schedules", "scores", "sharing", "sparsity",
+    "structures", "summary", "unpack_masks",
 )

@@ -51,24 +51,37 @@ def stored_blocks_t(w: BlockSparse) -> tuple[Array, Array, Array, Array]:
   return rows, cols, slots, nnz
 
 
-def matmul(x: Array, w: BlockSparse) -> Array:
-  """y = x @ W for x (M, K); returns (M, N) in result_type(x, W)."""
-  x = jnp.asarray(x)
-  m = x.shape[0]
+def _panel_matmul(a: Array, w: BlockSparse, transpose: bool) -> Array:
+  """a @ W, or a @ Wᵀ walking the blocks row-major if `transpose`.
+
+  Each stored block (i, j) multiplies one (M, bk) or (M, bn) panel of `a`
+  and adds into the matching panel of an f32 (M, N) or (M, K) buffer.
+  """
+  a = jnp.asarray(a)
+  m = a.shape[0]
   bk, bn = w.block
-  dt = jnp.result_type(x.dtype, w.dtype)
-  rows, cols, slots, nnz = stored_blocks(w)
+  dt = jnp.result_type(a.dtype, w.dtype)
+  rows, cols, slots, nnz = (stored_blocks_t if transpose else stored_blocks)(w)
+  (bi, bo), contract = ((bn, bk), 1) if transpose else ((bk, bn), 0)
 
   def body(b, acc):
     i, j, t = rows[b], cols[b], slots[b]
-    xs = lax.dynamic_slice_in_dim(x, i * bk, bk, axis=1).astype(dt)
-    blk = jnp.dot(xs, w.values[j, t].astype(dt),
-                  preferred_element_type=jnp.float32)
-    cur = lax.dynamic_slice_in_dim(acc, j * bn, bn, axis=1)
-    return lax.dynamic_update_slice_in_dim(acc, cur + blk, j * bn, axis=1)
+    pi, po = (j, i) if transpose else (i, j)
+    src = lax.dynamic_slice_in_dim(a, pi * bi, bi, axis=1).astype(dt)
+    blk = lax.dot_general(src, w.values[j, t].astype(dt),
+                          (((1,), (contract,)), ((), ())),
+                          preferred_element_type=jnp.float32)
+    cur = lax.dynamic_slice_in_dim(acc, po * bo, bo, axis=1)
+    return lax.dynamic_update_slice_in_dim(acc, cur + blk, po * bo, axis=1)
 
-  acc = lax.fori_loop(0, nnz, body, jnp.zeros((m, w.shape[1]), jnp.float32))
+  n_out = w.shape[0] if transpose else w.shape[1]
+  acc = lax.fori_loop(0, nnz, body, jnp.zeros((m, n_out), jnp.float32))
   return acc.astype(dt)
+
+
+def matmul(x: Array, w: BlockSparse) -> Array:
+  """y = x @ W for x (M, K); returns (M, N) in result_type(x, W)."""
+  return _panel_matmul(x, w, transpose=False)
 
 
 def matmul_t(dy: Array, w: BlockSparse) -> Array:
@@ -77,23 +90,7 @@ def matmul_t(dy: Array, w: BlockSparse) -> Array:
   Walks the blocks row-major (transposed metadata), so consecutive updates
   hit the same (M, bk) panel of dx.
   """
-  dy = jnp.asarray(dy)
-  m = dy.shape[0]
-  bk, bn = w.block
-  dt = jnp.result_type(dy.dtype, w.dtype)
-  rows, cols, slots, nnz = stored_blocks_t(w)
-
-  def body(b, acc):
-    i, j, t = rows[b], cols[b], slots[b]
-    ds = lax.dynamic_slice_in_dim(dy, j * bn, bn, axis=1).astype(dt)
-    blk = lax.dot_general(ds, w.values[j, t].astype(dt),
-                          (((1,), (1,)), ((), ())),
-                          preferred_element_type=jnp.float32)
-    cur = lax.dynamic_slice_in_dim(acc, i * bk, bk, axis=1)
-    return lax.dynamic_update_slice_in_dim(acc, cur + blk, i * bk, axis=1)
-
-  acc = lax.fori_loop(0, nnz, body, jnp.zeros((m, w.shape[0]), jnp.float32))
-  return acc.astype(dt)
+  return _panel_matmul(dy, w, transpose=True)
 
 
 def sdd(x: Array, dy: Array, w: BlockSparse) -> Array:

@@ -127,13 +127,9 @@ def _mm_kernel(rows_ref, counts_ref, x_ref, v_ref, o_ref, *, bk, tk, sub,
 
   def tiles(s):
     r = rows_ref[j * slots + s]
-
-    def ktile(kk):
-      xb = x_ref[:, pl.ds(pl.multiple_of(r * bk + kk * tk, tk), tk)]
-      vb = v_ref[s, pl.ds(pl.multiple_of(kk * tk, tk), tk), :]
-      return xb, vb
-
-    return ktile
+    return lambda kk: (
+        x_ref[:, pl.ds(pl.multiple_of(r * bk + kk * tk, tk), tk)],
+        v_ref[s, pl.ds(pl.multiple_of(kk * tk, tk), tk), :])
 
   _slot_loop(o_ref, count, bk // tk, tiles, ((1,), (0,)), dt)
 
@@ -142,7 +138,7 @@ def matmul(x: Array, w: BlockSparse, *, block_m: int | None = None,
            interpret: Any = False) -> Array:
   """y = x @ W on GPU (Triton); x (M, K) -> (M, N) in x's dtype."""
   m, k = x.shape
-  kb, nb = w.grid
+  nb = w.grid[1]
   bk, bn = w.block
   t = w.slots
   bm, xp, mb, dt = _prologue(x, w, block_m)
@@ -179,14 +175,10 @@ def _mmt_kernel(cols_ref, slots_ref, counts_ref, dy_ref, v_ref, o_ref, *,
   def tiles(s):
     c = cols_ref[i * slots_t + s]
     sl = slots_ref[i * slots_t + s]
-
-    def ntile(nn):
-      dyb = dy_ref[:, pl.ds(pl.multiple_of(c * bn + nn * tn, tn), tn)]
-      vb = v_ref[c, sl, pl.ds(pl.multiple_of(kk * tk, tk), tk),
-                 pl.ds(pl.multiple_of(nn * tn, tn), tn)]
-      return dyb, vb
-
-    return ntile
+    return lambda nn: (
+        dy_ref[:, pl.ds(pl.multiple_of(c * bn + nn * tn, tn), tn)],
+        v_ref[c, sl, pl.ds(pl.multiple_of(kk * tk, tk), tk),
+              pl.ds(pl.multiple_of(nn * tn, tn), tn)])
 
   _slot_loop(o_ref, count, bn // tn, tiles, ((1,), (1,)), dt)
 
@@ -195,7 +187,7 @@ def matmul_t(dy: Array, w: BlockSparse, *, block_m: int | None = None,
              interpret: Any = False) -> Array:
   """dx = dy @ Wᵀ on GPU via the transposed metadata; (M, N) -> (M, K)."""
   m, n = dy.shape
-  kb, nb = w.grid
+  kb = w.grid[0]
   bk, bn = w.block
   tt = w.slots_t
   bm, dyp, mb, dt = _prologue(dy, w, block_m)
@@ -244,7 +236,7 @@ def sdd(x: Array, dy: Array, w: BlockSparse, *, block_m: int | None = None,
         interpret: Any = False) -> Array:
   """dW on W's stored blocks, (Nb, T, bk, bn); padding slots get 0."""
   k, n = x.shape[1], dy.shape[1]
-  kb, nb = w.grid
+  nb = w.grid[1]
   bk, bn = w.block
   t = w.slots
   bm, xp, _, _ = _prologue(x, w, block_m)

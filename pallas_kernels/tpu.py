@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -87,39 +88,57 @@ def _params(semantics):
   return pltpu.CompilerParams(dimension_semantics=semantics)
 
 
+def _prologue(x: Array, w: BlockSparse,
+              block_m: int | None) -> tuple[int, Array, int, Any]:
+  """Row tile, checked blocks: (bm, x padded to bm rows, M/bm, dtype)."""
+  bm = choose_block_m(x.shape[0], x.dtype, block_m)
+  check_blocks(w.shape, w.block, bm)
+  xp = _pad_rows(x, bm)
+  return bm, xp, xp.shape[0] // bm, jnp.result_type(x.dtype, w.dtype)
+
+
+def _accumulate(step, active: Callable[[], Array], acc_ref, o_ref,
+                add: Callable[[], None]) -> None:
+  """Reduction over grid axis 2 (`step`) in the f32 scratch `acc_ref`.
+
+  Zeroes it at step 0, runs `add()` (acc_ref += this step's product) where
+  `active()` holds, so padding slots skip the MXU, and stores it to `o_ref`
+  at the last step.
+  """
+
+  @pl.when(step == 0)
+  def _init():
+    acc_ref[...] = jnp.zeros_like(acc_ref)
+
+  pl.when(active())(add)
+
+  @pl.when(step == pl.num_programs(2) - 1)
+  def _store():
+    o_ref[...] = acc_ref[...].astype(o_ref.dtype)
+
+
 # -- y = x @ W -----------------------------------------------------------------
 def _mm_kernel(rows_ref, counts_ref, x_ref, v_ref, o_ref, acc_ref, *, dt):
   del rows_ref
   j, t = pl.program_id(1), pl.program_id(2)
 
-  @pl.when(t == 0)
-  def _init():
-    acc_ref[...] = jnp.zeros_like(acc_ref)
-
-  @pl.when(t < counts_ref[j])
-  def _accumulate():
+  def add():
     acc_ref[...] += jnp.dot(x_ref[...].astype(dt), v_ref[...].astype(dt),
                             preferred_element_type=jnp.float32)
 
-  @pl.when(t == pl.num_programs(2) - 1)
-  def _store():
-    o_ref[...] = acc_ref[...].astype(o_ref.dtype)
+  _accumulate(t, lambda: t < counts_ref[j], acc_ref, o_ref, add)
 
 
 def matmul(x: Array, w: BlockSparse, *, block_m: int | None = None,
            interpret: Any = False) -> Array:
   """y = x @ W on TPU; x (M, K) -> (M, N) in x's dtype."""
   m = x.shape[0]
-  kb, nb = w.grid
+  nb = w.grid[1]
   bk, bn = w.block
   t = w.slots
-  bm = choose_block_m(m, x.dtype, block_m)
-  check_blocks(w.shape, w.block, bm)
-  xp = _pad_rows(x, bm)
-  mb = xp.shape[0] // bm
+  bm, xp, mb, dt = _prologue(x, w, block_m)
   rows = w.rows.astype(jnp.int32).reshape(-1)
   counts = w.counts.astype(jnp.int32)
-  dt = jnp.result_type(x.dtype, w.dtype)
 
   def x_map(i, j, s, rows, counts):
     del counts
@@ -154,36 +173,25 @@ def _mmt_kernel(cols_ref, slots_ref, counts_ref, dy_ref, v_ref, o_ref,
   del cols_ref, slots_ref
   i, s = pl.program_id(1), pl.program_id(2)
 
-  @pl.when(s == 0)
-  def _init():
-    acc_ref[...] = jnp.zeros_like(acc_ref)
-
-  @pl.when(s < counts_ref[i])
-  def _accumulate():
+  def add():
     acc_ref[...] += lax.dot_general(
         dy_ref[...].astype(dt), v_ref[...].astype(dt),
         (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
 
-  @pl.when(s == pl.num_programs(2) - 1)
-  def _store():
-    o_ref[...] = acc_ref[...].astype(o_ref.dtype)
+  _accumulate(s, lambda: s < counts_ref[i], acc_ref, o_ref, add)
 
 
 def matmul_t(dy: Array, w: BlockSparse, *, block_m: int | None = None,
              interpret: Any = False) -> Array:
   """dx = dy @ Wᵀ on TPU via the transposed metadata; (M, N) -> (M, K)."""
   m = dy.shape[0]
-  kb, nb = w.grid
+  kb = w.grid[0]
   bk, bn = w.block
   tt = w.slots_t
-  bm = choose_block_m(m, dy.dtype, block_m)
-  check_blocks(w.shape, w.block, bm)
-  dyp = _pad_rows(dy, bm)
-  mb = dyp.shape[0] // bm
+  bm, dyp, mb, dt = _prologue(dy, w, block_m)
   cols = w.t_cols.astype(jnp.int32).reshape(-1)
   slots = w.t_slots.astype(jnp.int32).reshape(-1)
   counts = w.t_counts.astype(jnp.int32)
-  dt = jnp.result_type(dy.dtype, w.dtype)
 
   def dy_map(p, i, s, cols, slots, counts):
     del slots, counts
@@ -217,28 +225,21 @@ def _sdd_kernel(rows_ref, counts_ref, x_ref, dy_ref, o_ref, acc_ref, *, dt):
   del rows_ref
   j, t, p = pl.program_id(0), pl.program_id(1), pl.program_id(2)
 
-  @pl.when(p == 0)
-  def _init():
-    acc_ref[...] = jnp.zeros_like(acc_ref)
-
-  @pl.when(t < counts_ref[j])
-  def _accumulate():
+  def add():
     # (bm, bk)ᵀ (bm, bn): transpose in f32 (as the Pallas TPU grouped
     # matmul does), then an ordinary MXU matmul.
     xt = x_ref[...].astype(jnp.float32).swapaxes(0, 1).astype(dt)
     acc_ref[...] += jnp.dot(xt, dy_ref[...].astype(dt),
                             preferred_element_type=jnp.float32)
 
-  @pl.when(p == pl.num_programs(2) - 1)
-  def _store():
-    o_ref[...] = acc_ref[...].astype(o_ref.dtype)
+  _accumulate(p, lambda: t < counts_ref[j], acc_ref, o_ref, add)
 
 
 def sdd(x: Array, dy: Array, w: BlockSparse, *, block_m: int | None = None,
         interpret: Any = False) -> Array:
   """dW on W's stored blocks, (Nb, T, bk, bn); padding slots get 0."""
   m = x.shape[0]
-  kb, nb = w.grid
+  nb = w.grid[1]
   bk, bn = w.block
   t = w.slots
   dt = jnp.result_type(x.dtype, dy.dtype)

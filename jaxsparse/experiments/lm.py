@@ -143,11 +143,11 @@ def _dense_model(config, workdir, train_tokens):
   if os.path.exists(path) and os.path.exists(id_path) and open(
       id_path).read() == identity:
     info = json.load(open(info_path)) if os.path.exists(info_path) else {}
-    return lm.load_hf(path, config_lib.lm_config(config)), info
+    return lm.load_hf(d, config_lib.lm_config(config)), info
   t0 = time.perf_counter()
   model, _, sps = train_lm(dense, train_tokens)
   info = {"train_seconds": time.perf_counter() - t0, "steps_per_second": sps}
-  lm.save_hf(model, path)
+  lm.save_hf(model, d)  # d/model.safetensors and d/config.json (HF LLaMA)
   with open(info_path, "w") as f:
     json.dump(info, f)
   with open(id_path, "w") as f:  # last: marks the cache complete
