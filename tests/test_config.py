@@ -20,12 +20,7 @@ CONFIGS = os.path.join(ROOT, "configs")
 
 
 def _load(name):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      f"cfg_{name}", os.path.join(CONFIGS, f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return config_lib.load(os.path.join(CONFIGS, f"{name}.py"))
 
 
 def _set(config, dotted, value):

@@ -22,14 +22,10 @@ def _small():
 
 
 def test_lm_configs_validate_and_bad_keys_are_named():
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for name in ("lm_dense", "lm_posttrain", "lm_gradual", "lm_srste_2_4"):
-    import importlib.util
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(here, "configs", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert config_lib.validate(mod.get_config()).runs
+    config = config_lib.load(os.path.join(here, "configs", f"{name}.py"))
+    assert config_lib.validate(config).runs
   c = _small()
   c.posttrain.methods = ("wanda", "obs")
   c.posttrain.targets = ("0.5", "3:2")

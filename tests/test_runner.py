@@ -13,6 +13,7 @@ import pytest
 
 from jaxsparse._src.core.masks import unwrap
 from jaxsparse.experiments import checkpoint as ckpt_lib
+from jaxsparse.experiments import config as config_lib
 from jaxsparse.experiments import data as data_lib
 from jaxsparse.experiments import methods, train
 
@@ -21,12 +22,7 @@ CONFIGS = os.path.join(ROOT, "configs")
 
 
 def _load_config(name):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      f"cfg_{name}", os.path.join(CONFIGS, f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return config_lib.load(os.path.join(CONFIGS, f"{name}.py"))
 
 
 def _small(config, data_dir):

@@ -173,6 +173,20 @@ def parse_target(text: str) -> tuple[float | None, tuple[int, int] | None]:
   return s, None
 
 
+def load(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file (as `--config path` loads it)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f"jaxsparse_config_{name}",
+                                                path)
+  if spec is None or not os.path.exists(path):
+    raise ConfigError(f"--config {path}: no such config file")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
 # ------------------------------------------------------------- the names
 SCHEDULES = ("constant", "one_shot", "polynomial", "iterative")
 ALLOCATIONS = ("uniform", "er", "erk", "global")
