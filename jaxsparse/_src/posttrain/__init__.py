@@ -1,0 +1,1 @@
+"""Internal: post-training pruning (see jaxsparse.posttrain)."""
