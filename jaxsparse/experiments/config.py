@@ -398,27 +398,27 @@ def is_lm(config: ml_collections.ConfigDict) -> bool:
   return config.get("task", "classify") == "lm"
 
 
-def _check_lm(c: ml_collections.ConfigDict, add) -> None:
+def _check_lm(c: ml_collections.ConfigDict, add, bad) -> None:
   """The language-model task's own keys (`lm_base`)."""
   if c.dataset not in ("pydoc", "stdlib") and not str(c.dataset).startswith(
       "tfds:"):
     add(f"config.dataset={c.dataset!r}: unknown for task 'lm'; allowed: "
         "'pydoc', 'stdlib', 'tfds:<name>' (e.g. 'tfds:lm1b')")
-  add(_allowed("config.model", c.model, ("llama",)))
+  bad(_allowed("config.model", c.model, ("llama",)))
   if c.num_epochs > 0:
     add(f"config.num_epochs={c.num_epochs}: task 'lm' counts steps; set "
         "config.num_steps and config.num_epochs=-1")
   k = c.lm
   for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim",
               "seq_len", "eval_batch_size"):
-    add(_int(f"config.lm.{key}", k[key], 1))
+    bad(_int(f"config.lm.{key}", k[key], 1))
   if all(isinstance(k[x], int) and k[x] > 0 for x in ("dim", "n_heads",
                                                       "n_kv_heads")):
     if k.dim % k.n_heads or (k.dim // k.n_heads) % 2:
-      add(f"config.lm.dim={k.dim}: must be a multiple of 2 x "
+      bad(f"config.lm.dim={k.dim}: must be a multiple of 2 x "
           f"config.lm.n_heads={k.n_heads} (even head dimension for RoPE)")
     if k.n_heads % k.n_kv_heads:
-      add(f"config.lm.n_kv_heads={k.n_kv_heads}: must divide "
+      bad(f"config.lm.n_kv_heads={k.n_kv_heads}: must divide "
           f"config.lm.n_heads={k.n_heads}")
   allowed = ("none", "magnitude", "random", "saliency", "ste", "set", "rigl")
   for m in (c.pruning.method, *(c.get("sweep_methods", ()) or ())):
@@ -427,37 +427,40 @@ def _check_lm(c: ml_collections.ConfigDict, add) -> None:
           f"allowed: {', '.join(repr(a) for a in allowed)}")
   t = c.posttrain
   for m in t.methods:
-    add(_allowed("config.posttrain.methods", m, POSTTRAIN_METHODS))
+    bad(_allowed("config.posttrain.methods", m, POSTTRAIN_METHODS))
   for x in t.targets:
     try:
       parse_target(x)
     except ValueError as e:
       add(f"config.posttrain.targets: {x!r}: {e} (a sparsity like '0.5' "
           "or 'N:M' like '2:4')")
-  add(_int("config.posttrain.calib_sequences", t.calib_sequences, 1))
-  add(_int("config.posttrain.blocksize", t.blocksize, 1))
+  bad(_int("config.posttrain.calib_sequences", t.calib_sequences, 1))
+  bad(_int("config.posttrain.blocksize", t.blocksize, 1))
 
 
-def _check_run(config: ml_collections.ConfigDict, errs: list[str]) -> None:
-  """Config-level checks that need no model."""
+def _check_run(config: ml_collections.ConfigDict, errs: list[str]) -> bool:
+  """Config-level checks that need no model; True if a name or number is
+  invalid (the checks that need the model would fail on it)."""
   from jaxsparse._src.sharing import rps  # pylint: disable=g-import-not-at-top
   from jaxsparse.experiments import data, methods, models  # pylint: disable=g-import-not-at-top
   c, p = config, config.pruning
   add = lambda e: e is not None and e not in errs and errs.append(e)
+  fatal: list[str] = []
+  bad = lambda e: e is not None and (fatal.append(e), add(e))
   if is_lm(c):
-    _check_lm(c, add)
+    _check_lm(c, add, bad)
   else:
-    add(_allowed("config.dataset", c.dataset,
+    bad(_allowed("config.dataset", c.dataset,
                  tuple(data.SUPPORTED_DATASETS)))
-    add(_allowed("config.model", c.model, tuple(models.MODELS)))
-  add(_allowed("config.optimizer", c.optimizer, OPTIMIZERS))
-  add(_allowed("config.lr_schedule", c.get("lr_schedule", "constant"),
+    bad(_allowed("config.model", c.model, tuple(models.MODELS)))
+  bad(_allowed("config.optimizer", c.optimizer, OPTIMIZERS))
+  bad(_allowed("config.lr_schedule", c.get("lr_schedule", "constant"),
                LR_SCHEDULES))
-  add(_allowed("config.driver", c.get("driver", "none"), DRIVERS))
-  add(_int("config.batch_size", c.batch_size, 1))
-  add(_int("config.eval_every", c.eval_every, 1))
-  add(_int("config.seed", c.seed, 0))
-  add(_in("config.learning_rate", c.learning_rate, 0, math.inf,
+  bad(_allowed("config.driver", c.get("driver", "none"), DRIVERS))
+  bad(_int("config.batch_size", c.batch_size, 1))
+  bad(_int("config.eval_every", c.eval_every, 1))
+  bad(_int("config.seed", c.seed, 0))
+  bad(_in("config.learning_rate", c.learning_rate, 0, math.inf,
           lo_open=True))
   if c.num_steps > 0 and c.num_epochs > 0:
     add(f"config.num_steps={c.num_steps} and config.num_epochs="
@@ -465,44 +468,44 @@ def _check_run(config: ml_collections.ConfigDict, errs: list[str]) -> None:
         f"--config.num_epochs=-1)")
   elif c.num_steps <= 0 and c.num_epochs <= 0:
     add("config.num_steps and config.num_epochs are both <= 0: set one")
-  add(_allowed("config.pruning.method", p.method, methods.METHODS))
-  add(_allowed("config.pruning.schedule", p.schedule, SCHEDULES))
-  add(_allowed("config.pruning.allocation", p.allocation, ALLOCATIONS))
-  add(_allowed("config.pruning.structure", p.structure, STRUCTURES))
-  add(_allowed("config.pruning.score", p.score, STE_SCORES))
-  add(_allowed("config.pruning.mapper", p.mapper, rps.MAPPERS))
-  add(_allowed("config.pruning.mask_cost", p.mask_cost, rps.MASK_COSTS))
-  add(_allowed("config.pruning.scope", p.scope, SCOPES))
-  add(_in("config.pruning.sparsity", p.sparsity, 0, 1, hi_open=True))
-  add(_in("config.pruning.initial_sparsity", p.initial_sparsity, 0,
+  bad(_allowed("config.pruning.method", p.method, methods.METHODS))
+  bad(_allowed("config.pruning.schedule", p.schedule, SCHEDULES))
+  bad(_allowed("config.pruning.allocation", p.allocation, ALLOCATIONS))
+  bad(_allowed("config.pruning.structure", p.structure, STRUCTURES))
+  bad(_allowed("config.pruning.score", p.score, STE_SCORES))
+  bad(_allowed("config.pruning.mapper", p.mapper, rps.MAPPERS))
+  bad(_allowed("config.pruning.mask_cost", p.mask_cost, rps.MASK_COSTS))
+  bad(_allowed("config.pruning.scope", p.scope, SCOPES))
+  bad(_in("config.pruning.sparsity", p.sparsity, 0, 1, hi_open=True))
+  bad(_in("config.pruning.initial_sparsity", p.initial_sparsity, 0,
           float(p.sparsity) if _in("", p.sparsity, 0, 1) is None else 1))
-  add(_in("config.pruning.min_keep_fraction", p.min_keep_fraction, 0, 1))
-  add(_in("config.pruning.fraction", p.fraction, 0, 1, lo_open=True,
+  bad(_in("config.pruning.min_keep_fraction", p.min_keep_fraction, 0, 1))
+  bad(_in("config.pruning.fraction", p.fraction, 0, 1, lo_open=True,
           hi_open=True))
-  add(_in("config.pruning.drop_fraction", p.drop_fraction, 0, 1,
+  bad(_in("config.pruning.drop_fraction", p.drop_fraction, 0, 1,
           hi_open=True))
-  add(_in("config.pruning.compression", p.compression, 0, 1, lo_open=True))
-  add(_in("config.pruning.end_fraction", p.end_fraction, 0, 1, lo_open=True))
-  add(_in("config.pruning.imp_fraction", p.imp_fraction, 0, 1, lo_open=True,
+  bad(_in("config.pruning.compression", p.compression, 0, 1, lo_open=True))
+  bad(_in("config.pruning.end_fraction", p.end_fraction, 0, 1, lo_open=True))
+  bad(_in("config.pruning.imp_fraction", p.imp_fraction, 0, 1, lo_open=True,
           hi_open=True))
-  add(_in("config.pruning.srste_lambda", p.srste_lambda, 0, math.inf))
-  add(_int("config.pruning.frequency", p.frequency, 1))
-  add(_int("config.pruning.every", p.every, 1))
-  add(_int("config.pruning.num_rounds", p.num_rounds, 1))
-  add(_int("config.pruning.begin_step", p.begin_step, 0))
-  add(_int("config.pruning.pai_rounds", p.pai_rounds, 1))
-  add(_int("config.pruning.pai_samples_per_class", p.pai_samples_per_class,
+  bad(_in("config.pruning.srste_lambda", p.srste_lambda, 0, math.inf))
+  bad(_int("config.pruning.frequency", p.frequency, 1))
+  bad(_int("config.pruning.every", p.every, 1))
+  bad(_int("config.pruning.num_rounds", p.num_rounds, 1))
+  bad(_int("config.pruning.begin_step", p.begin_step, 0))
+  bad(_int("config.pruning.pai_rounds", p.pai_rounds, 1))
+  bad(_int("config.pruning.pai_samples_per_class", p.pai_samples_per_class,
            1))
   if c.get("driver", "none") != "none":
-    add(_int("config.driver_rounds", c.driver_rounds, 1))
+    bad(_int("config.driver_rounds", c.driver_rounds, 1))
   mf = float(p.get("memory_fraction", -1.0))
   if mf > 0:
-    add(_in("config.pruning.memory_fraction", mf, 0, 1, lo_open=True))
+    bad(_in("config.pruning.memory_fraction", mf, 0, 1, lo_open=True))
   if p.structure == "n_m":
     for key in ("n", "m"):
-      add(_int(f"config.pruning.{key}", p[key], 1 if key == "m" else 0))
+      bad(_int(f"config.pruning.{key}", p[key], 1 if key == "m" else 0))
     if isinstance(p.n, int) and isinstance(p.m, int) and p.n > p.m:
-      add(f"config.pruning.n={p.n} > config.pruning.m={p.m}: must be "
+      bad(f"config.pruning.n={p.n} > config.pruning.m={p.m}: must be "
           "N <= M (N:M keeps N of every M weights)")
     elif isinstance(p.n, int) and isinstance(p.m, int) and p.m > 0 and (
         p.method not in ("none", "rps") and mf <= 0):
@@ -517,7 +520,7 @@ def _check_run(config: ml_collections.ConfigDict, errs: list[str]) -> None:
   if p.structure == "block":
     bs = tuple(p.block_shape)
     if len(bs) != 2 or any(not isinstance(b, int) or b < 1 for b in bs):
-      add(f"config.pruning.block_shape={bs!r}: must be two integers >= 1")
+      bad(f"config.pruning.block_shape={bs!r}: must be two integers >= 1")
   if p.method in methods.DST_METHODS and p.structure != "unstructured":
     add(f"config.pruning.structure={p.structure!r}: {p.method} is "
         "unstructured only")
@@ -525,6 +528,7 @@ def _check_run(config: ml_collections.ConfigDict, errs: list[str]) -> None:
       "none", "magnitude", "static"):
     add(f"config.pruning.method={p.method!r}: config.driver={c.driver!r} "
         "trains its own rounds; leave the method at 'magnitude'")
+  return bool(fatal)
 
 
 def _schedule_text_and_last(config, total: int) -> tuple[str, int, str]:
@@ -663,9 +667,9 @@ def _plan_one(name: str, c: ml_collections.ConfigDict, errs: list[str],
   """The plan of one run (no variants), appending problems to `errs`."""
   from jaxsparse.experiments import methods  # pylint: disable=g-import-not-at-top
   mine: list[str] = []
-  _check_run(c, mine)
+  fatal = _check_run(c, mine)
   errs.extend(e for e in mine if e not in errs)
-  if any("unknown" in e or "must be" in e for e in mine):
+  if fatal:
     return None  # later checks need valid names and numbers
   p = c.pruning
   total = total_steps(c)

@@ -155,7 +155,7 @@ def _dense_model(config, workdir, train_tokens):
   return model, info
 
 
-def _achieved(model, masks) -> tuple[float, float]:
+def _achieved(model) -> tuple[float, float]:
   """Sparsity over the prunable kernels, and over all parameters."""
   params = nnx.state(model, nnx.Param)
   keep = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -166,7 +166,6 @@ def _achieved(model, masks) -> tuple[float, float]:
     n_all, z_all = n_all + v.size, z_all + zeros
     if lm.prunable(path, v):
       n, z = n + v.size, z + zeros
-  del masks
   return (z / n if n else 0.0), z_all / n_all
 
 
@@ -186,7 +185,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   dense, info = _dense_model(config, workdir, train_tokens)
   ev = _evaluate(dense, valid, config)
   rows.append(dict(name="dense", kind="dense", target=0.0, achieved=0.0,
-                   sparsity_all_params=_achieved(dense, None)[1],
+                   sparsity_all_params=_achieved(dense)[1],
                    seconds=info.get("train_seconds", float("nan")),
                    exact=True, **ev))
   for name, c in config_lib.variants(config):
@@ -194,7 +193,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       continue
     t0 = time.perf_counter()
     model, masks, _ = train_lm(c, train_tokens)
-    ach, ach_all = _achieved(model, masks)
+    ach, ach_all = _achieved(model)
     target = config_lib._final_target(c)  # pylint: disable=protected-access
     leaves = jax.tree.leaves(masks)
     n = sum(int(np.size(x)) for x in leaves)
@@ -223,7 +222,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
           owl_m=t.owl_m, owl_lambda=t.owl_lambda, blocksize=t.blocksize,
           percdamp=t.percdamp)
       secs = time.perf_counter() - t0
-      ach, ach_all = _achieved(model, masks)
+      ach, ach_all = _achieved(model)
       want = sparsity if nm is None else 1.0 - nm[0] / nm[1]
       rows.append(dict(name=f"{method}@{target}", kind="posttrain",
                        target=want, achieved=ach,
