@@ -30,9 +30,13 @@ CPU; `--quick` (1 seed, 60 steps) is a smoke run.
 
 `--overhead-only` times a jitted training step through `spec.expand` for an
 MLP 784-1024-1024-10 (1.86 M weights) at compression 0.1 against the dense
-step (SGD with momentum, batch 128, interleaved rounds), reports the
-compiled memory of `expand` and of its gradient at ~20 M weights, and
-prints a JSON line with `expand_step_ratio` (STABLE-RPS) last.
+step (SGD with momentum, batch 128, 60 interleaved rounds, 30 with
+`--quick`), reports the compiled memory of `expand` and of its gradient at
+~20 M weights, and prints a JSON line with `expand_step_ratio` (STABLE-RPS)
+last. Each `<mapper>_step_ratio` is a quotient of median wall times;
+`_paired_ratio` (median of same-round quotients) and `_cpu_ratio` (process
+CPU time, less sensitive to other processes on a shared host) estimate the
+same ratio.
 
 Run: .venv/bin/python benchmarks/rps_vs_pruning.py [--quick] [--outdir DIR]
      .venv/bin/python benchmarks/rps_vs_pruning.py --overhead-only
@@ -62,7 +66,13 @@ from _common import (  # noqa: E402
     mlp,
     xent,
 )
-from _timing import interleaved, log, median_ms, spread_ms  # noqa: E402
+from _timing import (  # noqa: E402
+    interleaved,
+    log,
+    median_ms,
+    paired_ratio,
+    spread_ms,
+)
 
 import jaxsparse  # noqa: E402
 from jaxsparse._src.core.prune import compute_masks
@@ -405,8 +415,10 @@ def overhead(args):
       f"{batch}; {args.rounds} interleaved rounds ...")
   for r in runners.values():
     jax.block_until_ready(r())
-  times = interleaved(runners, rounds=args.rounds)
+  cpu = {}
+  times = interleaved(runners, rounds=args.rounds, cpu=cpu)
   med = {k: median_ms(v) for k, v in times.items()}
+  med_cpu = {k: median_ms(v) for k, v in cpu.items()}
   print(f"{'variant':<11} {'median ms':>10} {'p25 ms':>8} {'p75 ms':>8} "
         f"{'ratio':>6}")
   for name, samples in times.items():
@@ -439,6 +451,10 @@ def overhead(args):
   result = {f"{k}_step_ratio": round(med[k] / med["dense"], 4)
             for k in args.mappers}
   result.update({
+      **{f"{k}_paired_ratio": round(paired_ratio(times, k, "dense"), 4)
+         for k in args.mappers},
+      **{f"{k}_cpu_ratio": round(med_cpu[k] / med_cpu["dense"], 4)
+         for k in args.mappers},
       "dense_ms": round(med["dense"], 3),
       **{f"{k}_ms": round(med[k], 3) for k in args.mappers},
       "n_kernel": n_kernel, "rounds": args.rounds,
@@ -482,7 +498,7 @@ def main():
   if args.lr is None:
     args.lr = 0.05 if args.optimizer == "sgd" else 1e-3
   if args.overhead_only:
-    args.rounds = args.rounds or (6 if args.quick else 60)
+    args.rounds = args.rounds or (30 if args.quick else 60)
     overhead(args)
     return
   results = accuracy_sweep(args)

@@ -24,7 +24,9 @@ replicas with their own buffers, called in turn (`_timing.Cycle`), and a
 second set of dense replicas gives `dense_aa_ratio`: the same compiled dense
 step against itself, the run's noise floor. `*_paired_ratio` is the median,
 over rounds, of a variant's time over the dense time of the same round
-(steadier on a shared host). The last stdout line is one JSON object.
+(steadier on a shared host). `compile_s_*` are XLA compile seconds of
+the update, non-update and dense programs. The last stdout line is one JSON
+object.
 
 Run: .venv/bin/python benchmarks/step_overhead.py [--quick] [--rounds N]
      [--replicas K]
@@ -36,6 +38,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -119,6 +122,15 @@ class Runner:
     return self.params, self.state, loss
 
 
+def compile_seconds(step, *args, **kwargs):
+  """Wall seconds of XLA's compilation of `step` for these arguments (the
+  first compilation of that program in this process)."""
+  lowered = step.lower(*args, **kwargs)
+  start = time.perf_counter()
+  lowered.compile()
+  return time.perf_counter() - start
+
+
 def copy_tree(tree):
   return jax.tree.map(lambda a: a.copy() if hasattr(a, "copy") else a, tree)
 
@@ -161,6 +173,17 @@ def main():
     return r
 
   log("compiling ...")
+  # Compile times first, before any of these programs is compiled.
+  state0 = sparse_tx.init(params)
+  compile_s = {
+      "dense": compile_seconds(dense_step, params, dense_tx.init(params),
+                               x, y),
+      "update": compile_seconds(sparse_step, params, state0, x, y,
+                                mask_update=True),
+      "nonupdate": compile_seconds(sparse_step, params, state0, x, y,
+                                   mask_update=False)}
+  log("compile seconds: " + ", ".join(
+      f"{k} {v:.2f}" for k, v in compile_s.items()))
   reps = replicas({
       "dense": dense_runner, "dense_b": dense_runner,
       "nonupdate": lambda: sparse_runner(NONUPDATE_COUNT, True),
@@ -213,6 +236,11 @@ def main():
       "update_traced_ratio": round(med["update_traced"] / med["dense"], 4),
       "nonupdate_traced_paired_ratio": round(
           paired_ratio(times, "nonupdate_traced", "dense"), 4),
+      # XLA compile seconds (wall, one each): the mask-update and non-update
+      # programs of the sparse step, and the dense step.
+      "compile_s_update": round(compile_s["update"], 3),
+      "compile_s_nonupdate": round(compile_s["nonupdate"], 3),
+      "compile_s_dense": round(compile_s["dense"], 3),
       "rounds": rounds,
       "replicas": k,
       "n_params": int(n_params),

@@ -2,17 +2,21 @@
 
 The everyday API lives here; each method family is a submodule:
 `schedules`, `scores`, `allocation`, `structures`, `pai`, `lottery`, `dst`,
-`sharing`, `nn`, `lm`, `posttrain`. See ARCHITECTURE.md.
+`sharing`, `nn`, `lm`, `posttrain`, `activations`, `distributed`,
+`scaling`. See ARCHITECTURE.md.
 """
 
 from jaxsparse import (
+    activations,
     allocation,
+    distributed,
     dst,
     lm,
     lottery,
     nn,
     pai,
     posttrain,
+    scaling,
     schedules,
     scores,
     sharing,
@@ -41,10 +45,11 @@ from jaxsparse._src.core.summary import Summary, summary
 __version__ = "0.1.0"
 
 __all__ = (
-    "PruneState", "PruningSchedule", "Summary", "allocation", "apply_masks",
-    "check_masks", "constant", "dst", "get_masks", "is_kernel", "iterative",
-    "lm", "lottery", "masks", "nn", "one_shot", "ones_masks", "pack_masks",
-    "pai", "periodic_updates", "polynomial", "posttrain", "prune",
-    "replace_masks", "schedules", "scores", "sharing", "sparsity",
-    "structures", "summary", "unpack_masks",
+    "PruneState", "PruningSchedule", "Summary", "activations", "allocation",
+    "apply_masks", "check_masks", "constant", "distributed", "dst",
+    "get_masks", "is_kernel", "iterative", "lm", "lottery", "masks", "nn",
+    "one_shot", "ones_masks", "pack_masks", "pai", "periodic_updates",
+    "polynomial", "posttrain", "prune", "replace_masks", "scaling",
+    "schedules", "scores", "sharing", "sparsity", "structures", "summary",
+    "unpack_masks",
 )

@@ -275,3 +275,80 @@ def test_cached_loader_gives_the_same_batches(digits_train, drop):
     np.testing.assert_array_equal(x["label"], y["label"])
   loader = data.make_loader(digits_train, 100, cache=True, **kw)
   np.testing.assert_array_equal(loader[17]["label"], a[17]["label"])
+
+
+# -- MNIST-1D ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist1d_0():
+  return data.mnist1d_arrays(0)
+
+
+def test_mnist1d_shapes_dtypes_and_labels(mnist1d_0):
+  x, y, x_test, y_test = mnist1d_0
+  assert x.shape == (4000, 40) and x.dtype == np.float32
+  assert x_test.shape == (1000, 40) and x_test.dtype == np.float32
+  assert y.shape == (4000,) and y.dtype == np.int32
+  assert y_test.shape == (1000,) and y_test.dtype == np.int32
+  assert set(np.unique(y)) == set(range(10))
+  assert np.bincount(y, minlength=10).min() > 300  # about 400 per class
+  assert np.all(np.isfinite(x))
+  assert abs(float(x.mean())) < 0.1 and 0.8 < float(x.std()) < 1.2
+
+
+def test_mnist1d_is_deterministic_in_its_seed(mnist1d_0):
+  data._MNIST1D_CACHE.pop(0, None)  # generate again, not from the cache
+  again = data.mnist1d_arrays(0)
+  for a, b in zip(mnist1d_0, again, strict=True):
+    np.testing.assert_array_equal(a, b)
+  other = data.mnist1d_arrays(1)
+  assert not np.array_equal(other[0], mnist1d_0[0])
+
+
+def test_mnist1d_leaves_global_rngs_alone():
+  import random
+
+  np.random.seed(123)
+  random.seed(123)
+  want_np, want_py = np.random.rand(3), random.random()
+  np.random.seed(123)
+  random.seed(123)
+  data._MNIST1D_CACHE.pop(7, None)
+  data.mnist1d_arrays(7)  # make_dataset calls np.random.seed / random.seed
+  np.testing.assert_array_equal(np.random.rand(3), want_np)
+  assert random.random() == want_py
+
+
+def test_mnist1d_never_downloads(monkeypatch, tmp_path, mnist1d_0):
+  import mnist1d.data
+
+  def fail(*args, **kwargs):
+    raise AssertionError("mnist1d.get_dataset (which downloads) was called")
+
+  monkeypatch.setattr(mnist1d.data, "get_dataset", fail)
+  monkeypatch.setattr(mnist1d, "get_dataset", fail)
+  import requests
+  monkeypatch.setattr(requests, "get", fail)
+  data._MNIST1D_CACHE.pop(0, None)
+  got = data.mnist1d_arrays(0, cache_dir=str(tmp_path))
+  np.testing.assert_array_equal(got[0], mnist1d_0[0])
+  assert (tmp_path / "mnist1d_seed0.npz").exists()
+  data._MNIST1D_CACHE.pop(0, None)  # now read back from the disk cache
+  np.testing.assert_array_equal(
+      data.mnist1d_arrays(0, cache_dir=str(tmp_path))[2], mnist1d_0[2])
+
+
+def test_mnist1d_through_load_and_loader(tmp_path, mnist1d_0):
+  train = data.load("mnist1d", "train", str(tmp_path))
+  test = data.load("mnist1d", "test", str(tmp_path))
+  assert (len(train), len(test)) == (4000, 1000)
+  assert train.input_shape == (40, 1, 1) and train.num_classes == 10
+  arrays = data.to_arrays(test)
+  np.testing.assert_array_equal(arrays["image"][..., 0, 0], mnist1d_0[2])
+  np.testing.assert_array_equal(arrays["label"], mnist1d_0[3])
+  batch = next(iter(data.make_loader(train, 16, seed=0)))
+  assert batch["image"].shape == (16, 40, 1, 1)
+  assert batch["image"].dtype == np.float32
+  with pytest.raises(ValueError, match="splits"):
+    data.load("mnist1d", "validation", str(tmp_path))

@@ -16,6 +16,8 @@ def _small():
   c.lm.dim, c.lm.n_heads, c.lm.n_kv_heads, c.lm.hidden_dim = 32, 2, 1, 64
   c.lm.n_layers, c.lm.seq_len = 1, 32
   c.num_steps, c.batch_size = 12, 4
+  # Projections sharded over 2 devices (Megatron-style), batches over 2.
+  c.mesh.data, c.mesh.model = 2, 2
   c.posttrain.calib_sequences = 4
   c.posttrain.blocksize = 16
   return c

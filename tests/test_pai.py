@@ -169,6 +169,41 @@ def test_synflow_masks_prune_exact_counts_and_only_shrink():
   assert masks["l0"].get("bias") is None
 
 
+def test_one_shot_mask_functions_compile_once_per_shape():
+  # A second call with the same shapes and hyper-parameters (new sparsity
+  # and weights, fresh factory objects) reuses the compiled function: the
+  # model is traced once.
+  traces = []
+
+  def apply_fn(p, x):
+    traces.append(1)
+    return _mlp(p, x)
+
+  params = _mlp_params(jax.random.PRNGKey(5), [6, 5, 3])
+  other = jax.tree.map(lambda x: 2.0 * x, params)
+  pai.synflow_masks(apply_fn, params, (6,), 0.5, rounds=3)
+  first = len(traces)
+  assert first > 0
+  pai.synflow_masks(apply_fn, other, (6,), 0.7, rounds=3,
+                    allocation=jaxsparse.allocation.global_(),
+                    structure=jaxsparse.structures.unstructured())
+  pai.iterative_synflow(apply_fn, (6,), rounds=3)(
+      params, 0.6, jaxsparse.ones_masks(params))
+  assert len(traces) == first
+
+  # The jitted functions behind `masks_from_scores` and `jaxsparse.masks`.
+  from jaxsparse._src.core import prune as prune_lib
+  for one_shot, jitted in (
+      (lambda p, s: pai.masks_from_scores(
+          p, p, s, allocation=jaxsparse.allocation.uniform()), pai._masks_jit),
+      (lambda p, s: jaxsparse.masks(
+          p, s, allocation=jaxsparse.allocation.erk()), prune_lib._masks_jit)):
+    one_shot(params, 0.5)
+    size = jitted._cache_size()
+    one_shot(other, 0.8)
+    assert jitted._cache_size() == size
+
+
 def test_synflow_x64_survives_float32_overflow():
   # |W| ~ 1e14: R ~ 8 * (3e14)^3 ~ 2e44 overflows float32 (max 3.4e38).
   params = _mlp_params(jax.random.PRNGKey(4), [8, 8, 8, 8], scale=1e14)

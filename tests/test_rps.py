@@ -201,6 +201,73 @@ def test_memory_gradient_is_scatter_add(mapper):
     np.testing.assert_array_equal(grad.dense[name]["bias"], cot[name]["bias"])
 
 
+def scatter_add_expand(spec):
+  """The formulation `expand` replaces, inline: `lambda * xi * M[idx]`.
+
+  Indices from `ref_index` (NumPy), signs from `ref_signs`; the memory's
+  gradient is JAX's transpose of an integer-array gather, a generic
+  scatter-add.
+  """
+  idx = [jnp.asarray(ref_index(spec, x)) for x in spec.compressed]
+  sgn = [jnp.asarray(x.scale * ref_signs(x.offset, x.size, spec.sign_seed)
+                     .reshape(x.shape)) for x in spec.compressed]
+
+  def expand(memory):
+    values = iter(memory.shared[i] * s for i, s in zip(idx, sgn, strict=True))
+    dense = spec.treedef.flatten_up_to(memory.dense)
+    return jax.tree.unflatten(spec.treedef, [
+        d if x is None else next(values)
+        for x, d in zip(spec.leaves, dense, strict=True)])
+  return expand
+
+
+# Many RANDOMFOLD chunks (leaves straddling chunk boundaries and the wrap),
+# one chunk (compression 1), HashedNet segments with empty slots.
+@pytest.mark.parametrize("mapper,compression", [
+    ("hashednet", 0.02), ("roast", 0.15), ("stable_rps", 0.02),
+    ("stable_rps", 1.0)])
+def test_layouts_match_scatter_add_reference(mapper, compression):
+  params = mlp(jax.random.PRNGKey(8))
+  x, y = data()
+  memory, spec = rps.init(params, compression, mapper=mapper, seed=4,
+                          tile=TILE)
+  ref = scatter_add_expand(spec)
+
+  def parts(fn):
+    def f(mem):
+      loss, g = jax.value_and_grad(lambda q: loss_fn(fn(q), x, y))(mem)
+      return fn(mem), loss, g
+    return jax.jit(f)
+
+  new, old = parts(spec.expand), parts(ref)
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  mem_new = mem_old = memory
+  for _ in range(2):  # at init and after one SGD step of each
+    (w1, l1, g1), (w2, l2, g2) = new(mem_new), old(mem_old)
+    jax.tree.map(np.testing.assert_array_equal if mem_new is memory
+                 else close, w1, w2)  # the same values, bit for bit at init
+    np.testing.assert_allclose(l1, l2, rtol=1e-5)
+    jax.tree.map(close, g1, g2)  # the same gradients up to float rounding
+    assert float(jnp.abs(g1.shared).max()) > 0
+    mem_new = jax.tree.map(lambda p, g: p - 0.05 * g, mem_new, g1)
+    mem_old = jax.tree.map(lambda p, g: p - 0.05 * g, mem_old, g2)
+  jax.tree.map(close, mem_new, mem_old)
+
+
+@pytest.mark.parametrize("mapper", ["hashednet", "stable_rps"])
+def test_gradient_is_no_hash_and_no_generic_scatter(mapper):
+  # HashedNet's per-weight hash is a host-side table (no Montgomery
+  # products in the program); RANDOMFOLD's gradient is static rotations.
+  params = mlp(jax.random.PRNGKey(2))
+  memory, spec = rps.init(params, 0.1, mapper=mapper)
+  loss = lambda mem: sum(jnp.vdot(w, w) for w in jax.tree.leaves(
+      spec.expand(mem)))
+  text = jax.jit(jax.grad(loss)).lower(memory).compile().as_text()
+  assert f"constant({rps_mappers._P_NEG_INV})" not in text  # pylint: disable=protected-access
+  if mapper == "stable_rps":
+    assert "scatter(" not in text
+
+
 @pytest.mark.parametrize("mapper", MAPPERS)
 def test_slot_statistics_and_scaler(mapper):
   params = mlp(jax.random.PRNGKey(3))

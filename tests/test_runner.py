@@ -54,18 +54,31 @@ _CONFIG_NAMES = sorted(f[:-3] for f in os.listdir(CONFIGS)
 def test_every_config_builds_and_takes_a_step(name):
   config = _load_config(name)
   config.model_kwargs.hidden = (16,)
+  if "roast" in str(config.get("sweep_variants", ())):
+    config.model_kwargs.hidden = (256,)  # memory holds a 32x32 ROAST tile
   config.pruning.pai_rounds = 3
   graphdef, params, rest = train.init_model(config)
   rng = np.random.RandomState(0)
-  x = rng.rand(30, 8, 8, 1).astype(np.float32)
+  shape, _ = data_lib.dataset_info(config.dataset)
+  x = rng.rand(30, *shape).astype(np.float32)
   y = np.repeat(np.arange(10), 3).astype(np.int32)
   fns = train.model_fns(config, graphdef, rest,
                         lambda: {"image": x, "label": y})
   p = config.pruning
+  cands = []
   for method in (config.get("sweep_methods") or [p.method]):
     c = ml_collections.ConfigDict(config.to_dict())
-    c.pruning.pai_samples_per_class = 3
     c.pruning.method = "static" if config.driver != "none" else method
+    cands.append(c)
+  if config.get("sweep_variants"):  # each distinct variant (first seed)
+    kinds = {}
+    for _, c in config_lib.variants(config):
+      q = c.pruning
+      kinds.setdefault((q.method, q.schedule, q.allocation, q.structure,
+                        q.mapper, q.srste_lambda), c)
+    cands = list(kinds.values())
+  for c in cands:
+    c.pruning.pai_samples_per_class = 3
     if c.pruning.method == "rps" and c.pruning.memory_fraction <= 0:
       c.pruning.memory_fraction = 0.1
     m = methods.build(c, 1000, params, fns)

@@ -287,19 +287,25 @@ def test_both_search_methods_match_numpy(monkeypatch, method, name):
   np.testing.assert_array_equal(counts, [int(np.sum(~r)) for r in ref])
 
 
-def _op_counts(num_leaves):
-  keys = [jnp.zeros((64, 64), jnp.int32)] * num_leaves
+def _op_counts(num_leaves, same_shape):
+  keys = [jnp.zeros((64, 64 + (0 if same_shape else i)), jnp.int32)
+          for i in range(num_leaves)]
   ks = jnp.zeros((num_leaves,), jnp.int32)
   text = jax.jit(threshold.smallest_k_per_leaf).lower(keys, ks).as_text()
   return text.count("stablehlo.reduce"), text.count("stablehlo.scatter")
 
 
-def test_program_size_does_not_multiply_with_leaves():
-  # One search serves every leaf: reductions are shared and only the
-  # histogram scatters (one per leaf and pass) grow with the leaf count.
-  # The mask update is an untaken `lax.cond` branch at most steps, and on
-  # CPU each step pays for that branch's buffers when it starts.
-  reduce2, scatter2 = _op_counts(2)
-  reduce8, scatter8 = _op_counts(8)
+def test_program_size_does_not_multiply_with_leaves_or_passes():
+  # One search serves every leaf, in one loop whose body is traced once for
+  # all passes (tie passes included): reductions are shared, leaves of one
+  # shape share one histogram scatter, and only the scatters of leaves of
+  # different shapes grow with the leaf count. The mask update is an
+  # untaken `lax.cond` branch at most steps, and on CPU each step pays for
+  # that branch's buffers when it starts; compile time grows with it too.
+  reduce2, scatter2 = _op_counts(2, same_shape=False)
+  reduce8, scatter8 = _op_counts(8, same_shape=False)
   assert reduce8 == reduce2
   assert scatter8 == 4 * scatter2 > 0
+  assert _op_counts(8, same_shape=True) == _op_counts(1, same_shape=True)
+  assert "stablehlo.while" in jax.jit(threshold.smallest_k_per_leaf).lower(
+      [jnp.zeros((64, 64), jnp.int32)], jnp.zeros((1,), jnp.int32)).as_text()

@@ -36,8 +36,9 @@ class Checkpointer:
         raise CheckpointError(
             f"workdir {workdir!r} holds checkpoints of a run with a different "
             f"config ({cfg_path}); use a new --workdir or delete it.")
-    with open(cfg_path, "w") as f:
-      f.write(config_json)
+    if jax.process_index() == 0:
+      with open(cfg_path, "w") as f:
+        f.write(config_json)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

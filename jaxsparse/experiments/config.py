@@ -8,6 +8,7 @@ target sparsity) that `--dry_run` prints.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 import math
@@ -31,7 +32,7 @@ def base() -> ml_collections.ConfigDict:
   # model takes which: `jaxsparse/experiments/models.py`.
   k = c.model_kwargs = ml_collections.ConfigDict()
   k.hidden = config_dict.placeholder(tuple)  # mlp
-  k.channels = config_dict.placeholder(tuple)  # vgg
+  k.channels = config_dict.placeholder(tuple)  # vgg, cnn1d
   k.batch_norm = config_dict.placeholder(bool)  # vgg
   k.widths = config_dict.placeholder(tuple)  # resnet
   k.blocks = config_dict.placeholder(int)  # resnet
@@ -57,11 +58,27 @@ def base() -> ml_collections.ConfigDict:
   c.sweep_sparsities = ()  # one run per pruning.sparsity
   c.sweep_memory = ()  # one run per pruning.memory_fraction
   c.sweep_methods = ()  # one run per pruning.method (x the sweeps above)
+  # One run per seed of each run above ("name#s<seed>"); mean and std over
+  # seeds go to results_seeds.txt and the plots. () = just config.seed.
+  c.seeds = ()
+  # Named variants, in place of sweep_methods (x the sweeps above): entries
+  # "name: key=value; key=value" override this config, e.g.
+  # "random_erk: pruning.method='random'; pruning.allocation='erk'".
+  c.sweep_variants = ()
   # Multi-round drivers: none | imp (lottery tickets) | sap (PQ-index SAP).
   c.driver = "none"
   c.driver_rounds = 5  # IMP: pruning levels after the dense run; SAP: rounds
   c.tensorboard = True  # workdir/tensorboard, if tensorboardX is installed
   c.stop_after = -1  # stop early (simulates an interruption); -1: never
+  # Many-run studies (experiments/study.py): none | scaling (sparse scaling
+  # law over LM widths x steps; configs/scaling_study.py).
+  c.study = "none"
+  # Device mesh, data x model devices (-1: what the other axis leaves).
+  # Batches are split over `data`; params, masks and optimizer slots over
+  # `model` by jaxsparse.distributed's logical axis rules.
+  c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
+  # N > 0: per-layer activation density every N steps (image runner).
+  c.activations = ml_collections.ConfigDict({"record_every": 0})
 
   p = c.pruning = ml_collections.ConfigDict()
   # none | magnitude | random | saliency (jaxsparse.prune with a schedule)
@@ -206,17 +223,33 @@ def variants(config: ml_collections.ConfigDict
   copy = lambda c: ml_collections.ConfigDict(c.to_dict())
   out = []
   methods = list(config.get("sweep_methods", ()) or ())
+  named = [parse_variant(v) for v in config.get("sweep_variants", ()) or ()]
   if config.get("compare_dense", False) and (
-      config.pruning.method != "none" or methods):
+      config.pruning.method != "none" or methods or named):
     dense = copy(config)
     dense.pruning.method = "none"
     out.append(("dense", dense))
   sparsities = list(config.get("sweep_sparsities", ()) or ())
   memories = list(config.get("sweep_memory", ()) or ())
-  for method in methods or [config.pruning.method]:
+  bases = []
+  for name, overrides in named:
+    b = copy(config)
+    b.sweep_variants = ()  # a run's identity: not the other variants
+    for key, value in overrides.items():
+      *parents, leaf = key.split(".")
+      node = b
+      for part in parents:
+        node = node[part]
+      if leaf not in node:
+        raise KeyError(f"sweep_variants {name!r}: unknown key {key!r}")
+      node[leaf] = value
+    bases.append((name, b))
+  for method in [] if named else methods or [config.pruning.method]:
     b = copy(config)
     b.pruning.method = method
     base_name = (config.get("name") or method) if not methods else method
+    bases.append((base_name, b))
+  for base_name, b in bases:
     if sparsities:
       for x in sparsities:
         c = copy(b)
@@ -229,7 +262,61 @@ def variants(config: ml_collections.ConfigDict
         out.append((f"{base_name}@mem{x:g}", c))
     else:
       out.append((base_name, b))
+  seeds = list(config.get("seeds", ()) or ())
+  if seeds:
+    if any(_int("config.seeds", s, 0) for s in seeds):
+      raise ValueError(f"config.seeds={tuple(seeds)!r}: must be integers "
+                       ">= 0")
+    if len(set(seeds)) != len(seeds):
+      raise ValueError(f"config.seeds={tuple(seeds)!r}: seeds repeat")
+    if config.get("driver", "none") != "none":
+      raise ValueError(f"config.seeds={tuple(seeds)!r}: not supported with "
+                       f"config.driver={config.driver!r}; run the driver "
+                       "once per --config.seed")
+    seeded = []
+    for name, c in out:
+      for s in seeds:
+        cs = copy(c)
+        cs.seed = int(s)
+        cs.seeds = ()  # a run's identity: its own seed only
+        seeded.append((f"{name}{SEED_SEP}{int(s)}", cs))
+    out = seeded
   return out
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+  """("random_erk", {"pruning.allocation": "erk"}) for
+  "random_erk: pruning.allocation='erk'" (values are Python literals;
+  anything else is taken as a string)."""
+  name, sep, rest = str(text).partition(":")
+  name = name.strip()
+  if not sep or not name:
+    raise ValueError(f"sweep_variants entry {text!r}: expected "
+                     "'name: key=value; key=value'")
+  overrides: dict[str, Any] = {}
+  for item in rest.split(";"):
+    if not item.strip():
+      continue
+    key, eq, value = item.partition("=")
+    if not eq:
+      raise ValueError(f"sweep_variants entry {text!r}: {item!r} is not "
+                       "key=value")
+    try:
+      overrides[key.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      overrides[key.strip()] = value.strip()
+  return name, overrides
+
+
+SEED_SEP = "#s"  # run name "<variant>#s<seed>" under config.seeds
+
+
+def split_seed(name: str) -> tuple[str, int | None]:
+  """("random@0.95", 1) for "random@0.95#s1"; (name, None) without seed."""
+  head, sep, tail = name.rpartition(SEED_SEP)
+  if sep and tail.isdigit():
+    return head, int(tail)
+  return name, None
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -398,6 +485,57 @@ def is_lm(config: ml_collections.ConfigDict) -> bool:
   return config.get("task", "classify") == "lm"
 
 
+def mesh_shape(c: ml_collections.ConfigDict,
+               num_devices: int | None = None) -> tuple[int, int]:
+  """(data, model) device counts of `config.mesh` over `num_devices`; the
+  mesh takes the first data x model devices (all of them by default)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  n = jax.device_count() if num_devices is None else num_devices
+  m = c.get("mesh", None) or {}
+  data, model = int(m.get("data", -1)), int(m.get("model", 1))
+  if data == -1:
+    data = n // max(model, 1)
+  if model == -1:
+    model = n // max(data, 1)
+  return data, model
+
+
+def _check_mesh(c: ml_collections.ConfigDict, add, bad) -> None:
+  """`config.mesh` against the devices, and the batch against `data`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  m = c.get("mesh", None)
+  if m is None:
+    return
+  for k in m:
+    if k not in ("data", "model"):
+      bad(f"config.mesh.{k}: unknown key; allowed: data, model")
+  for k in ("data", "model"):
+    v = m.get(k, -1 if k == "data" else 1)
+    if not isinstance(v, int) or isinstance(v, bool) or (v < 1 and v != -1):
+      bad(f"config.mesh.{k}={v!r}: must be a positive device count or -1")
+      return
+  n = jax.device_count()
+  if m.get("data", -1) == -1 and m.get("model", 1) == -1:
+    bad("config.mesh: data and model cannot both be -1")
+    return
+  data, model = mesh_shape(c, n)
+  procs = jax.process_count()
+  if data < 1 or model < 1 or data * model > n or (
+      procs > 1 and data * model != n):
+    bad(f"config.mesh: data={m.get('data', -1)} x model="
+        f"{m.get('model', 1)} does not fit the {n} devices of "
+        f"{procs} process(es)" + (" (a multi-process mesh uses every "
+                                  "device)" if procs > 1 else ""))
+    return
+  batch = c.get("batch_size", 1)
+  if isinstance(batch, int) and batch > 0 and batch % data:
+    bad(f"config.batch_size={batch}: not divisible by mesh.data={data} "
+        "(each data-parallel device takes an equal share)")
+  if isinstance(batch, int) and batch > 0 and batch % jax.process_count():
+    bad(f"config.batch_size={batch}: not divisible by the "
+        f"{jax.process_count()} processes")
+
+
 def _check_lm(c: ml_collections.ConfigDict, add, bad) -> None:
   """The language-model task's own keys (`lm_base`)."""
   if c.dataset not in ("pydoc", "stdlib") and not str(c.dataset).startswith(
@@ -457,8 +595,15 @@ def _check_run(config: ml_collections.ConfigDict, errs: list[str]) -> bool:
   bad(_allowed("config.lr_schedule", c.get("lr_schedule", "constant"),
                LR_SCHEDULES))
   bad(_allowed("config.driver", c.get("driver", "none"), DRIVERS))
+  if c.get("study", "none") != "none":
+    from jaxsparse.experiments import study  # pylint: disable=g-import-not-at-top
+    for e in study.check(c):
+      bad(e)
   bad(_int("config.batch_size", c.batch_size, 1))
+  _check_mesh(c, add, bad)
   bad(_int("config.eval_every", c.eval_every, 1))
+  bad(_int("config.activations.record_every", c.get(
+      "activations", {}).get("record_every", 0), 0))
   bad(_int("config.seed", c.seed, 0))
   bad(_in("config.learning_rate", c.learning_rate, 0, math.inf,
           lo_open=True))

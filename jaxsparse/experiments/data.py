@@ -12,6 +12,10 @@ Datasets:
   `data_dir` on first use. Split (deterministic, no shuffling): ``train`` is
   the first 1,437 images of `sklearn.datasets.load_digits()` (80%), ``test``
   the last 360, both in scikit-learn's order.
+* ``"mnist1d"``: MNIST-1D (Greydanus, 2020), 1-D signals of length 40 in 10
+  classes, generated offline by the `mnist1d` package with its default
+  arguments (4,000 train, 1,000 test; seed 0, see `mnist1d_arrays`). Examples
+  are (40, 1, 1) "images" (H=40); values are already standardized.
 * ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``: the tfds datasets of these
   names, read from `data_dir`. They must have been prepared there in the
   array_record format (see `DatasetNotFoundError`).
@@ -57,6 +61,7 @@ __all__ = (
     "default_data_dir",
     "load",
     "make_loader",
+    "mnist1d_arrays",
     "normalize",
     "prepare_digits",
     "to_arrays",
@@ -66,6 +71,7 @@ Batch = dict[str, np.ndarray]
 
 DIGITS_NUM_TRAIN = 1437  # first 1,437 of 1,797 digits; the last 360 are test.
 _DIGITS_TFDS_NAME = "jaxsparse_digits"
+MNIST1D_LENGTH = 40  # samples per MNIST-1D signal.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +85,9 @@ class DatasetSpec:
   mean: tuple[float, ...]  # ... then `mean` is subtracted per channel ...
   std: tuple[float, ...]  # ... and the result divided by `std`.
   num_train: int = 0  # examples in the train split (for run lengths).
+  # Images of varying size: center-cropped to a square and resized to
+  # `input_shape` (ImageNet).
+  resize: bool = False
 
 
 # CIFAR-10 per-channel training-set statistics of pixel/255.
@@ -94,6 +103,12 @@ SUPPORTED_DATASETS: dict[str, DatasetSpec] = {
                                  (0.0,), (1.0,), 60000),
     "cifar10": DatasetSpec("cifar10", (32, 32, 3), 10, 255.0, _CIFAR10_MEAN,
                            _CIFAR10_STD, 50000),
+    "imagenet2012": DatasetSpec(
+        "imagenet2012", (224, 224, 3), 1000, 255.0,
+        (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1281167,
+        resize=True),
+    "mnist1d": DatasetSpec("mnist1d", (MNIST1D_LENGTH, 1, 1), 10, 1.0,
+                           (0.0,), (1.0,), 4000),
 }
 
 
@@ -227,6 +242,103 @@ def prepare_digits(data_dir: str | None = None) -> DigitsBuilder:
 
 
 # ---------------------------------------------------------------------------
+# MNIST-1D, generated offline.
+
+_MNIST1D_CACHE: dict[int, tuple[np.ndarray, ...]] = {}
+
+
+def _mnist1d_generate(seed: int) -> tuple[np.ndarray, ...]:
+  """Runs `mnist1d.make_dataset` with `seed`, keeping global RNGs intact.
+
+  `make_dataset` reseeds NumPy's and Python's global RNGs (`set_seed`); both
+  states are saved and restored. Never calls `mnist1d.get_dataset`, which
+  tries a download first.
+  """
+  import random
+
+  try:
+    from mnist1d.data import get_dataset_args, make_dataset
+  except ImportError as e:  # pragma: no cover - depends on the environment.
+    raise ImportError(
+        "The 'mnist1d' dataset needs the mnist1d package: "
+        "pip install 'jaxsparse[data]' (or pip install mnist1d)") from e
+  args = get_dataset_args()
+  args.seed = int(seed)
+  np_state, py_state = np.random.get_state(), random.getstate()
+  try:
+    d = make_dataset(args)
+  finally:
+    np.random.set_state(np_state)
+    random.setstate(py_state)
+  return (np.asarray(d["x"], np.float32), np.asarray(d["y"], np.int32),
+          np.asarray(d["x_test"], np.float32),
+          np.asarray(d["y_test"], np.int32))
+
+
+def mnist1d_arrays(
+    seed: int = 0,
+    cache_dir: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """MNIST-1D as arrays: `(x_train, y_train, x_test, y_test)`.
+
+  Generated offline by the `mnist1d` package with its default arguments
+  (5,000 signals, 80/20 split, length 40) and `seed` in place of the
+  package's 42; no download. NumPy's and Python's global RNG states are left
+  as they were. Results are cached in memory per seed and, when `cache_dir`
+  is given, in ``cache_dir/mnist1d_seed{seed}.npz`` (generation takes a few
+  seconds).
+
+  Returns:
+    ``x_train`` float32 (4000, 40), ``y_train`` int32 (4000,), ``x_test``
+    float32 (1000, 40), ``y_test`` int32 (1000,); labels in [0, 10).
+
+  References:
+    Greydanus, 2020, Scaling down deep learning (MNIST-1D).
+  """
+  seed = int(seed)
+  if seed not in _MNIST1D_CACHE:
+    path = (os.path.join(os.path.expanduser(cache_dir),
+                         f"mnist1d_seed{seed}.npz") if cache_dir else None)
+    if path and os.path.exists(path):
+      with np.load(path) as z:
+        arrays = tuple(z[k] for k in ("x", "y", "x_test", "y_test"))
+    else:
+      arrays = _mnist1d_generate(seed)
+      if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, **dict(zip(("x", "y", "x_test", "y_test"), arrays,
+                                 strict=True)))
+        os.replace(tmp, path)
+    _MNIST1D_CACHE[seed] = arrays
+  return tuple(a.copy() for a in _MNIST1D_CACHE[seed])  # type: ignore
+
+
+class _ArraySource(Sequence):
+  """Random access to examples held in arrays: `src[i]` -> example dict."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray):
+    self.images, self.labels = images, labels
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, index):
+    return {"image": self.images[index], "label": self.labels[index]}
+
+
+def _mnist1d_source(split: str, data_dir: str, seed: int = 0) -> _ArraySource:
+  if split not in ("train", "test"):
+    raise ValueError(
+        f"mnist1d has the splits 'train' and 'test', got {split!r}.")
+  x, y, x_test, y_test = mnist1d_arrays(
+      seed, cache_dir=os.path.join(data_dir, "mnist1d"))
+  if split == "test":
+    x, y = x_test, y_test
+  return _ArraySource(x.reshape(-1, MNIST1D_LENGTH, 1, 1), y)
+
+
+# ---------------------------------------------------------------------------
 # Loading.
 
 
@@ -290,12 +402,13 @@ def load(
   """A random-access `Source` for one split of a supported dataset.
 
   Args:
-    name: one of `SUPPORTED_DATASETS` (``"digits"``, ``"mnist"``,
-      ``"fashion_mnist"``, ``"cifar10"``).
+    name: one of `SUPPORTED_DATASETS` (``"digits"``, ``"mnist1d"``,
+      ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``).
     split: a tfds split, e.g. ``"train"``, ``"test"``, ``"train[:90%]"``.
     data_dir: tfds data directory; defaults to `default_data_dir()`.
     download: let tfds download and prepare a missing dataset (needs internet
-      and TensorFlow). ``"digits"`` is always prepared offline.
+      and TensorFlow). ``"digits"`` and ``"mnist1d"`` are always prepared
+      offline.
 
   Returns:
     A `Source` (``len``, ``[i]``) of raw examples.
@@ -309,6 +422,8 @@ def load(
   if name == "digits":
     builder = prepare_digits(data_dir)
     return Source(name, split, builder.as_data_source(split=split))
+  if name == "mnist1d":
+    return Source(name, split, _mnist1d_source(split, data_dir))
   try:
     source = tfds.data_source(
         spec.tfds_name,
@@ -374,6 +489,7 @@ def make_loader(
     worker_count: int = 0,
     name: str | None = None,
     cache: bool | None = None,
+    rows: slice | None = None,
 ) -> Iterable[Batch]:
   """Normalized numpy batches of a source, through a `grain.MapDataset`.
 
@@ -398,6 +514,9 @@ def make_loader(
       are the same). None: when the source has at most `CACHE_MAX_EXAMPLES`
       examples. Reading digits from its array_record file costs about 16 ms
       per batch of 64 here, ten times the training step.
+    rows: read only these rows of every batch (a process's share in a
+      multi-process run, `jaxsparse.distributed.process_rows`); the
+      batches' order and content do not depend on the process count.
 
   Returns:
     A `Batches` (``worker_count=0``; supports ``len``, iteration and
@@ -417,7 +536,8 @@ def make_loader(
   else:
     fetch = _Fetch(source, name)
   ds = Batches(len(source), batch_size, fetch, seed=seed, shuffle=shuffle,
-               num_epochs=num_epochs, drop_remainder=drop_remainder)
+               num_epochs=num_epochs, drop_remainder=drop_remainder,
+               rows=rows)
   if worker_count > 0:
     from absl import flags
 
@@ -438,8 +558,10 @@ class Batches(Sequence):
   """Random-access batches: `batches[step]` for step in [0, len)."""
 
   def __init__(self, n: int, batch_size: int, fetch, *, seed: int,
-               shuffle: bool, num_epochs: int | None, drop_remainder: bool):
+               shuffle: bool, num_epochs: int | None, drop_remainder: bool,
+               rows: slice | None = None):
     self.n, self.batch_size, self.fetch = n, batch_size, fetch
+    self.rows = slice(None) if rows is None else rows
     self.seed, self.shuffle, self.num_epochs = seed, shuffle, num_epochs
     self.per_epoch = (n // batch_size if drop_remainder
                       else -(-n // batch_size))
@@ -465,7 +587,7 @@ class Batches(Sequence):
       raise IndexError(step)
     epoch, j = divmod(int(step), self.per_epoch)
     b = self.batch_size
-    return self.fetch(self.order(epoch)[j * b:(j + 1) * b])
+    return self.fetch(self.order(epoch)[j * b:(j + 1) * b][self.rows])
 
   def __iter__(self):
     step = 0
@@ -482,7 +604,26 @@ class _Fetch:
   name: str
 
   def __call__(self, index: np.ndarray) -> Batch:
-    return normalize(_stack([self.source[int(i)] for i in index]), self.name)
+    examples = [self.source[int(i)] for i in index]
+    spec = _spec(self.name)
+    if spec.resize:
+      examples = [dict(ex, image=center_resize(ex["image"],
+                                               spec.input_shape[:2]))
+                  for ex in examples]
+    return normalize(_stack(examples), self.name)
+
+
+def center_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """The central square of `image` (H, W, C uint8), resized to `size`."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  image = np.asarray(image)
+  h, w = image.shape[:2]
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  crop = image[top:top + side, left:left + side]
+  out = Image.fromarray(crop.squeeze(-1) if crop.shape[-1] == 1 else crop)
+  out = np.asarray(out.resize((size[1], size[0]), Image.BILINEAR))
+  return out.reshape(size + image.shape[2:])
 
 
 @dataclasses.dataclass(frozen=True)

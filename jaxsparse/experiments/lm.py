@@ -31,10 +31,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxsparse import lm, posttrain
+from jaxsparse import distributed, lm, posttrain
 from jaxsparse.experiments import config as config_lib
 from jaxsparse.experiments import errors
 from jaxsparse.experiments import methods as methods_lib
+from jaxsparse.experiments import parallel as parallel_lib
 
 
 def corpus(config: ml_collections.ConfigDict) -> tuple[np.ndarray, ...]:
@@ -92,8 +93,15 @@ def train_lm(config: ml_collections.ConfigDict, train_tokens: np.ndarray,
   method = methods_lib.build(config, total, params, fns)
   state = dict(params=method.trainable, opt_state=method.tx.init(
       method.trainable), step=jnp.int32(0))
+  # Megatron-style shards of the projections over `mesh.model`, masks and
+  # optimizer slots with them; batches over `mesh.data`.
+  par = parallel_lib.setup(config, state, method.trainable)
+  state = par.put_state(state)
 
-  @functools.partial(jax.jit, static_argnames="mask_update", donate_argnums=0)
+  @functools.partial(
+      jax.jit, static_argnums=3, donate_argnums=0,
+      in_shardings=(par.state, par.batch, par.batch),
+      out_shardings=(par.state, par.replicated))
   def step(state, x, y, mask_update=None):
     extra = {} if mask_update is None else {"mask_update": mask_update}
 
@@ -109,21 +117,24 @@ def train_lm(config: ml_collections.ConfigDict, train_tokens: np.ndarray,
 
   batches = lm.lm_batches(train_tokens, config.batch_size, config.lm.seq_len,
                           seed=config.seed, num_batches=total)
+  rows = distributed.process_rows(config.batch_size)
   seen, t_loop, n_loop = set(), 0.0, 0
   for i, (x, y) in enumerate(batches):
     t0 = time.perf_counter()
     flag = (None if method.is_update is None else
             bool(method.is_update(i)))
-    state, loss = step(state, x, y, mask_update=flag)
+    x, y = (par.put_batch(a[rows], config.batch_size) for a in (x, y))
+    with jax.set_mesh(par.mesh):  # mask updates: all-reduced histograms
+      state, loss = step(state, x, y, flag)
     if flag in seen:
       jax.block_until_ready(loss)
       t_loop += time.perf_counter() - t0
       n_loop += 1
     seen.add(flag)
   args = (state["params"], state["opt_state"], state["step"])
-  params = method.evaluate(*args)
-  masks = method.masks(*args)
-  nnx.update(model, params)
+  params = distributed.to_host(method.evaluate(*args))
+  masks = distributed.to_host(method.masks(*args))
+  nnx.update(model, jax.tree.map(jnp.asarray, params))
   return model, masks, (n_loop / t_loop if t_loop else float("nan"))
 
 

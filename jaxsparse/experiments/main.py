@@ -28,6 +28,14 @@ flags.DEFINE_string("workdir", None, "Directory for metrics, plots and "
 flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal).")
 flags.DEFINE_bool("dry_run", False, "Check the config, print the plan, exit.")
 flags.DEFINE_bool("debug", False, "Print tracebacks of user errors too.")
+# Many processes (jaxsparse.distributed.initialize; also from the
+# environment: JAXSPARSE_COORDINATOR_ADDRESS, _NUM_PROCESSES, _PROCESS_ID).
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 "
+                    "in a multi-process run.")
+flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+flags.DEFINE_integer("process_id", None, "This process's index.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
+                  "with no arguments (Cloud TPU pods, SLURM).")
 config_flags.DEFINE_config_file(
     "config", None, "Path to an ml-collections config file.",
     lock_config=True)
@@ -45,6 +53,19 @@ def _callback_error(e: Exception) -> str | None:
   return f"{found[-1][0]}: {found[-1][1]}" if found else None
 
 
+def _seed_results(config, workdir: str) -> None:
+  """With `config.seeds`: mean ± std over seeds beside the per-run table
+  (also after a shortfall error: results.json is written before it)."""
+  if not config.get("seeds", ()):
+    return
+  if not os.path.exists(os.path.join(workdir, "results.json")):
+    return
+  from jaxsparse.experiments import plotting  # pylint: disable=g-import-not-at-top
+  table, paths = plotting.write_seed_results(workdir)
+  print(table)
+  print("seed plots: " + ", ".join(paths))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -55,14 +76,35 @@ def main(argv):
 
   from jaxsparse.experiments import config as config_lib  # pylint: disable=g-import-not-at-top
   try:
+    from jaxsparse import distributed  # pylint: disable=g-import-not-at-top
+    try:
+      distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                             FLAGS.process_id, auto=FLAGS.distributed)
+    except ValueError as e:
+      raise errors.ConfigError(str(e)) from e
     if FLAGS.dry_run:
       print(config_lib.validate(FLAGS.config))
       return
     if not FLAGS.workdir:
       raise errors.ConfigError("--workdir is required (where metrics, plots "
                                "and checkpoints go).")
+    if FLAGS.config.get("study", "none") == "scaling":  # experiments/study.py
+      from jaxsparse.experiments import study  # pylint: disable=g-import-not-at-top
+      study.scaling_study(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
+      return
     from jaxsparse.experiments import train  # pylint: disable=g-import-not-at-top
-    train.run_experiment(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
+    cache = jax.config.jax_compilation_cache_dir
+    if FLAGS.config.get("seeds", ()) and not cache:
+      # Seed repeats compile the same programs: reuse them across runs.
+      jax.config.update("jax_compilation_cache_dir",
+                        os.path.join(FLAGS.workdir, "jax_cache"))
+    try:
+      train.run_experiment(FLAGS.config, FLAGS.workdir,
+                           progress=FLAGS.progress)
+    except errors.ShortfallError:
+      _seed_results(FLAGS.config, FLAGS.workdir)
+      raise
+    _seed_results(FLAGS.config, FLAGS.workdir)
   except errors.UserError as e:
     if debug:
       raise

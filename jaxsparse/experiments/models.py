@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 __all__ = (
+    "CNN1D",
     "LeNet5",
     "MLP",
     "INPUT_LAYERS",
@@ -333,12 +334,61 @@ class SmallViT(nnx.Module):
     return self.out(self.norm(x).mean(axis=1))
 
 
+class CNN1D(nnx.Module):
+  """The 1-D CNN of the MNIST-1D paper, for signals stored as (L, 1, C).
+
+  An input of shape (B, H, W, C) is read as a sequence of length H with
+  W * C channels (MNIST-1D: (B, 40, 1, 1), length 40, one channel). Three
+  1-D convs (kernels 5, 3, 3; stride 2; padding 1; ReLU) of `channels`
+  channels, then one dense layer on the flattened features: for length 40
+  and 25 channels, 40 -> 19 -> 10 -> 5 positions and a 125 -> 10 head
+  (about 5,100 weights).
+
+  References:
+    Greydanus, 2020, Scaling down deep learning (the ``ConvBase`` model of
+    the mnist1d repository).
+  """
+
+  def __init__(
+      self,
+      num_classes: int,
+      input_shape: Sequence[int],
+      *,
+      channels: Sequence[int] = (25, 25, 25),
+      rngs: nnx.Rngs,
+  ):
+    h, w, c = _shape(input_shape)
+    kernels = (5, 3, 3)
+    if len(channels) != len(kernels):
+      raise ValueError(
+          f"CNN1D takes {len(kernels)} channel counts, got {channels}.")
+    cin, length, convs = w * c, h, []
+    for k, cout in zip(kernels, channels, strict=True):
+      if not isinstance(cout, int):
+        raise ValueError(f"CNN1D channels are ints, got {cout!r}.")
+      convs.append(nnx.Conv(cin, cout, (k,), strides=2, padding=((1, 1),),
+                            rngs=rngs))
+      cin, length = cout, (length + 2 - k) // 2 + 1
+      if length < 1:
+        raise ValueError(f"CNN1D needs a longer input than {h}.")
+    self.convs = nnx.List(convs)
+    self.out = nnx.Linear(length * cin, num_classes, rngs=rngs)
+
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    del train
+    x = x.reshape(x.shape[0], x.shape[1], -1)
+    for conv in self.convs:
+      x = nnx.relu(conv(x))
+    return self.out(x.reshape(x.shape[0], -1))
+
+
 MODELS: dict[str, type[nnx.Module]] = {
     "mlp": MLP,
     "lenet5": LeNet5,
     "vgg": SmallVGG,
     "resnet": SmallResNet,
     "vit": SmallViT,
+    "cnn1d": CNN1D,
 }
 
 # Path patterns (`re.search` on 'a/b/kernel' paths) of each model's input
@@ -347,7 +397,7 @@ MODELS: dict[str, type[nnx.Module]] = {
 # N:M groups along the input dimension cannot divide.
 INPUT_LAYERS: dict[str, str] = {
     "mlp": r"^hidden/0/", "lenet5": r"^conv1/", "vgg": r"^convs/0/",
-    "resnet": r"^stem/", "vit": r"^embed/",
+    "resnet": r"^stem/", "vit": r"^embed/", "cnn1d": r"^convs/0/",
 }
 OUTPUT_LAYER = r"^out/"
 

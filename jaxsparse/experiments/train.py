@@ -20,12 +20,14 @@ import optax
 from flax import nnx
 
 import jaxsparse
+from jaxsparse.experiments import activation_density as act_density
 from jaxsparse.experiments import checkpoint as ckpt_lib
 from jaxsparse.experiments import config as config_lib
 from jaxsparse.experiments import data as data_lib
 from jaxsparse.experiments import errors, plotting
 from jaxsparse.experiments import methods as methods_lib
 from jaxsparse.experiments import models as models_lib
+from jaxsparse.experiments import parallel as parallel_lib
 
 # Builders live in `methods`; re-exported for existing callers.
 make_optimizer = methods_lib.make_optimizer
@@ -55,11 +57,27 @@ def _loss(graphdef, params, rest, batch, train: bool):
   return loss, (logits, new_rest)
 
 
-def make_steps(graphdef, method: methods_lib.Method):
-  """Jitted pure train and eval steps."""
+def make_steps(graphdef, method: methods_lib.Method,
+               par: parallel_lib.Parallel | None = None):
+  """Jitted pure train and eval steps (with `par`'s shardings if given:
+  state as placed, batches over `data`, metrics and exports replicated)."""
   tx = method.tx
+  if par is None:
+    jit, jit_train = jax.jit, functools.partial(
+        jax.jit, static_argnames="mask_update")
+    jit_eval = jit_export = jit
+  else:
+    jit_train = functools.partial(
+        jax.jit, static_argnums=2,
+        in_shardings=(par.state, par.batch),
+        out_shardings=(par.state, par.replicated))
+    jit_eval = functools.partial(
+        jax.jit, in_shardings=(par.state, par.batch),
+        out_shardings=par.replicated)
+    jit_export = functools.partial(
+        jax.jit, in_shardings=(par.state,), out_shardings=par.replicated)
 
-  @functools.partial(jax.jit, static_argnames="mask_update")
+  @jit_train
   def train_step(state, batch, mask_update=None):
     """One step; `mask_update`: `method.is_update(step)`, or None."""
     extra = {} if mask_update is None else {"mask_update": mask_update}
@@ -78,15 +96,24 @@ def make_steps(graphdef, method: methods_lib.Method):
                  step=state["step"] + 1),
             {"loss": loss, "train_accuracy": acc})
 
-  @jax.jit
+  if par is not None:
+    train_step = _under_mesh(par.mesh, train_step)
+
+  @jit_eval
   def eval_step(state, batch):
+    """Summed loss and correct count over the rows of weight 1."""
     params = method.evaluate(state["params"], state["opt_state"],
                              state["step"])
-    loss, (logits, _) = _loss(graphdef, params, state["rest"], batch, False)
-    correct = jnp.sum(jnp.argmax(logits, -1) == batch["label"])
-    return loss * batch["label"].shape[0], correct
+    model = nnx.merge(graphdef, params, state["rest"])
+    model.eval()
+    logits = model(batch["image"])
+    w = batch["weight"]
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch["label"])
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return jnp.sum(loss * w), jnp.sum(correct * w)
 
-  @jax.jit
+  @jit_export
   def export(state):
     """Evaluation params, masks and the global PQ index of the weights."""
     args = (state["params"], state["opt_state"], state["step"])
@@ -97,15 +124,35 @@ def make_steps(graphdef, method: methods_lib.Method):
   return train_step, eval_step, export
 
 
+def _to_host(fn):
+  """`fn` with numpy results (replicated arrays, readable on every
+  process of a multi-process run)."""
+  return lambda *a: jaxsparse.distributed.to_host(fn(*a))
+
+
+def _under_mesh(mesh, fn):
+  """`fn` traced and run under `jax.set_mesh(mesh)`: the mask updates'
+  threshold searches then use histograms small enough to all-reduce."""
+  def call(state, batch, mask_update=None):
+    with jax.set_mesh(mesh):  # positional: jit with in_shardings
+      return fn(state, batch, mask_update)
+  return call
+
+
 def _mask_update(method: methods_lib.Method, step: int) -> bool | None:
   """`train_step`'s `mask_update`, decided on the host (see `Method`)."""
   return None if method.is_update is None else bool(method.is_update(step))
 
 
-def evaluate(eval_step, state, images, labels, batch_size=1024):
+def evaluate(eval_step, state, images, labels, batch_size=1024,
+             par: parallel_lib.Parallel | None = None):
+  """Mean loss and accuracy over a split (padded to the mesh's `data`)."""
   loss = correct = 0.0
-  for i in range(0, len(labels), batch_size):
-    b = {"image": images[i:i + batch_size], "label": labels[i:i + batch_size]}
+  multiple = 1 if par is None else par.data
+  batch_size = -(-batch_size // multiple) * multiple
+  for b in parallel_lib.eval_batches(images, labels, batch_size, multiple):
+    if par is not None:
+      b = par.put_global(b)
     batch_loss, c = eval_step(state, b)
     loss += float(batch_loss)
     correct += float(c)
@@ -113,7 +160,10 @@ def evaluate(eval_step, state, images, labels, batch_size=1024):
 
 
 # --------------------------------------------------------------- one run
+# Not in a run's identity: a run resumes on another mesh (resharded).
 _NOT_IDENTITY = ("stop_after", "eval_every", "checkpoint_every", "name",
+                 "mesh",
+                 "activations",
                  "tensorboard")
 
 
@@ -175,7 +225,12 @@ def train_and_evaluate(
         opt_state, count=jnp.asarray(start_step, jnp.int32))
   state = dict(params=method.trainable, rest=rest, opt_state=opt_state,
                step=jnp.asarray(start_step, jnp.int32))
-  train_step, eval_step, export = make_steps(graphdef, method)
+  # Masks, packed masks and optimizer slots sharded like their params.
+  par = parallel_lib.setup(config, state, method.trainable)
+  state = par.put_state(state)
+  train_step, eval_step, export = make_steps(graphdef, method, par)
+  export = _to_host(export)
+  main = jax.process_index() == 0  # writes metrics, tables and plots
 
   identity = config.to_dict()
   for k in _NOT_IDENTITY:  # fields that do not change what is computed
@@ -186,7 +241,9 @@ def train_and_evaluate(
       every=config.checkpoint_every)
   start = start_step
   restored = ckpt.restore(state)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  metrics_path = os.path.join(
+      workdir, "metrics.jsonl" if main else
+      f"metrics.process{jax.process_index()}.jsonl")
   if restored is not None:
     start, state = restored
     _truncate_metrics(metrics_path, start)
@@ -197,7 +254,8 @@ def train_and_evaluate(
   # Random access by step: a resumed run sees exactly the same batches.
   batches = data_lib.make_loader(
       train_src, config.batch_size, seed=config.seed, shuffle=True,
-      num_epochs=None, drop_remainder=True)
+      num_epochs=None, drop_remainder=True,
+      rows=jaxsparse.distributed.process_rows(config.batch_size))
   x_test, y_test = test["image"], test["label"]
   bar = _progress(total - start_step, start - start_step, progress,
                   config.get("name", "run"))
@@ -205,12 +263,13 @@ def train_and_evaluate(
   t_loop, n_loop = 0.0, 0  # the whole loop: data, step, evaluation, saving
   stop_at = config.get("stop_after", -1)
   prev_masks = export(state)[1]  # for the mask change between evaluations
+  act_rec = act_density.Recorder(config, graphdef, workdir)
   tb = _tensorboard(workdir, config)
   with open(metrics_path, "a") as mf:
     seen = set()  # programs called so far (update and non-update steps)
     for step in range(start, total):
       t_start = time.perf_counter()
-      batch = batches[step]
+      batch = par.put_batch(batches[step], config.batch_size)
       flag = _mask_update(method, step)
       compiled = flag in seen
       seen.add(flag)
@@ -224,7 +283,7 @@ def train_and_evaluate(
       if done == save_params_at:
         _save_tree(rewind_path, export(state)[0])
       if done % config.eval_every == 0 or done == total:
-        loss, acc = evaluate(eval_step, state, x_test, y_test)
+        loss, acc = evaluate(eval_step, state, x_test, y_test, par=par)
         params_now, masks, pqi = export(state)
         row = {"step": done, "loss": float(m["loss"]),
                "train_accuracy": float(m["train_accuracy"]),
@@ -233,6 +292,7 @@ def train_and_evaluate(
                "pqi": float(pqi),
                "mask_change": _mask_change(prev_masks, masks)}
         prev_masks = masks
+        act_rec.maybe_record(done, total, params_now, state["rest"], x_test)
         mf.write(json.dumps(row) + "\n")
         mf.flush()
         if tb is not None:
@@ -256,10 +316,11 @@ def train_and_evaluate(
     tb.close()
   ckpt.close()
   history = [json.loads(line) for line in open(metrics_path)]
-  _write_csv(os.path.join(workdir, "metrics.csv"), history)
+  if main:
+    _write_csv(os.path.join(workdir, "metrics.csv"), history)
   params_now, masks, pqi = export(state)
   summ = jaxsparse.summary(params_now, masks)
-  loss, acc = evaluate(eval_step, state, x_test, y_test)
+  loss, acc = evaluate(eval_step, state, x_test, y_test, par=par)
   memory = method.memory
   if memory is None:
     memory = _stored_fraction(summ, config.pruning.get("mask_cost", "none"))
@@ -276,8 +337,13 @@ def train_and_evaluate(
                                else float("nan")),
       "layers": summ.to_dict()["layers"], "history": history,
   }
-  result["shortfalls"] = shortfalls(config, result)
-  summary_path = os.path.join(workdir, "summary.json")
+  result["activation_density"] = act_rec.finish()
+  # An unfinished run (stop_after) has not reached its target yet.
+  result["shortfalls"] = (shortfalls(config, result)
+                          if result["step"] >= total else [])
+  summary_path = os.path.join(
+      workdir, "summary.json" if main else
+      f"summary.process{jax.process_index()}.json")
   if not n_loop and os.path.exists(summary_path):
     # Nothing was trained (a finished run, rerun): keep the timings that
     # were measured, instead of writing NaN over them.
@@ -361,7 +427,7 @@ def _tensorboard(workdir: str, config: ml_collections.ConfigDict):
 
 def _save_tree(path: str, tree: Any) -> None:
   leaves = {f"a{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(tree))}
-  tmp = path + ".tmp.npz"
+  tmp = path + f".tmp{jax.process_index()}.npz"
   np.savez(tmp, **leaves)
   os.replace(tmp, path)
 
@@ -444,17 +510,18 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
                                      progress=progress))
     sweep = len(runs) > 2 or bool(config.get("sweep_sparsities", ())
                                   or config.get("sweep_memory", ()))
-  table = results_table(runs)
-  print(table)
-  with open(os.path.join(workdir, "results.txt"), "w") as f:
-    f.write(table + "\n")
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump([{k: v for k, v in r.items() if k not in _NOT_JSON}
-               for r in runs], f, indent=1)
-  plot_dir = os.path.join(workdir, "plots")
-  x_key = "memory" if config.get("sweep_memory", ()) else "sparsity"
-  paths = plotting.write_plots(runs, plot_dir, sweep=sweep, x_key=x_key)
-  print("plots: " + ", ".join(paths))
+  if jax.process_index() == 0:  # one process writes tables and plots
+    table = results_table(runs)
+    print(table)
+    with open(os.path.join(workdir, "results.txt"), "w") as f:
+      f.write(table + "\n")
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump([{k: v for k, v in r.items() if k not in _NOT_JSON}
+                 for r in runs], f, indent=1)
+    plot_dir = os.path.join(workdir, "plots")
+    x_key = "memory" if config.get("sweep_memory", ()) else "sparsity"
+    paths = plotting.write_plots(runs, plot_dir, sweep=sweep, x_key=x_key)
+    print("plots: " + ", ".join(paths))
   short = [s for r in runs for s in r.get("shortfalls", ())]
   if short:
     raise errors.ShortfallError(

@@ -12,6 +12,7 @@ exact: round(s_l * n_l), rounding halves up.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,9 @@ def _per_layer(keys, sparsities):
   return threshold.smallest_k_per_leaf(keys, ks)
 
 
+# Cached: equal hyper-parameters give the same object, so that jitted
+# functions taking it as a static argument compile once.
+@functools.cache
 def uniform() -> Allocation:
   """Every layer at the global target sparsity (layer-wise pruning)."""
   def alloc(keys, paths, shapes, sparsity):
@@ -92,6 +96,7 @@ def erk_densities(
   return jnp.clip(jnp.where(dense, 1.0, eps * p), 0.0, 1.0)
 
 
+@functools.cache
 def erk(power_scale: float = 1.0) -> Allocation:
   """Erdos-Renyi-Kernel: sparser layers where fan-in x fan-out is large."""
   def alloc(keys, paths, shapes, sparsity):
@@ -101,6 +106,7 @@ def erk(power_scale: float = 1.0) -> Allocation:
   return alloc
 
 
+@functools.cache
 def er() -> Allocation:
   """Erdos-Renyi: density proportional to (n_in + n_out) / (n_in n_out)."""
   def alloc(keys, paths, shapes, sparsity):
@@ -110,6 +116,7 @@ def er() -> Allocation:
   return alloc
 
 
+@functools.cache
 def global_(min_keep_fraction: float = 0.0) -> Allocation:
   """One ranking over all layers (Global MP).
 

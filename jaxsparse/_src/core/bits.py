@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from jaxsparse._src.core import masks as masks_lib
 
@@ -50,13 +51,11 @@ def pack(mask: jax.Array) -> jax.Array:
   rp = 8 * packed_shape(shape)[0]
   m = jnp.asarray(mask, bool).reshape(r, c)
   m = jnp.pad(m, ((0, rp - r), (0, 0))).reshape(rp // 8, 8, c)
-  # Eight shifted ORs rather than a sum over the bit axis: elementwise code
-  # only, no reduction (each reduction costs a training step a little, even
-  # inside an untaken mask-update branch).
-  out = m[:, 0, :].astype(jnp.uint8)
-  for b in range(1, 8):
-    out = out | (m[:, b, :].astype(jnp.uint8) << jnp.uint8(b))
-  return out
+  # One OR-reduction over the bit axis. Eight shifted ORs of strided slices
+  # (elementwise only) compile pathologically slowly on CPU for narrow
+  # masks: 0.7 s for a (1024, 10) kernel, against 0.04 s for this.
+  weighted = jnp.where(m, _bit_weights(), jnp.uint8(0))
+  return lax.reduce(weighted, jnp.uint8(0), lax.bitwise_or, (1,))
 
 
 def unpack(bits: jax.Array, shape: tuple[int, ...]) -> jax.Array:

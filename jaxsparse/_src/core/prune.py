@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -231,6 +232,17 @@ def masks(
   else:
     masks_lib.check_masks(params, current, "current")
   key = jax.random.PRNGKey(0) if key is None else key
-  return compute_masks(params, grads, current, jnp.float32(sparsity), key,
-                       score=score, allocation=allocation,
-                       structure=structure)
+  allocation = alloc_lib.uniform() if allocation is None else allocation
+  structure = struct_lib.unstructured() if structure is None else structure
+  return _masks_jit(params, grads, current, jnp.float32(sparsity), key,
+                    score=score, allocation=allocation, structure=structure)
+
+
+# One compilation per shapes and hyper-parameters (the allocation and
+# structure factories return the same object for the same arguments).
+@functools.partial(
+    jax.jit, static_argnames=("score", "allocation", "structure"))
+def _masks_jit(params, grads, current, sparsity, key, *, score, allocation,
+               structure):
+  return compute_masks(params, grads, current, sparsity, key, score=score,
+                       allocation=allocation, structure=structure)

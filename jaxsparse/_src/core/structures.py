@@ -8,6 +8,7 @@ structure with `select` (N:M) fixes the mask itself and ignores the target.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -38,6 +39,9 @@ def _need_ndim(name: str, path: str, shape: tuple[int, ...], k: int) -> None:
         f"shape {shape}.")
 
 
+# Cached: equal hyper-parameters give the same object, so that jitted
+# functions taking it as a static argument compile once.
+@functools.cache
 def unstructured() -> Structure:
   """Each weight is its own group."""
   return Structure(
@@ -48,6 +52,7 @@ def unstructured() -> Structure:
   )
 
 
+@functools.cache
 def n_m(n: int, m: int, axis: int | None = None) -> Structure:
   """N:M sparsity: keep the N largest of every M consecutive weights.
 
@@ -99,6 +104,7 @@ def n_m(n: int, m: int, axis: int | None = None) -> Structure:
                    select=select)
 
 
+@functools.cache
 def block(bh: int, bw: int) -> Structure:
   """bh x bw blocks of the kernel seen as 2-D (prod(shape[:-1]), shape[-1]).
 
@@ -130,6 +136,7 @@ def block(bh: int, bw: int) -> Structure:
   return Structure(name=name, validate=validate, pool=pool, expand=expand)
 
 
+@functools.cache
 def channel(axis: int = -1) -> Structure:
   """Whole output channels / filters (Dense and HWIO Conv: axis -1).
 

@@ -463,36 +463,47 @@ def iterative_synflow(
   """
   if int(rounds) != rounds or rounds < 1:
     raise ValueError(f"`rounds` must be a positive integer, got {rounds}.")
+  # Defaults resolved here: None and the default object share a compilation.
   allocation = alloc_lib.global_() if allocation is None else allocation
-  dtype = jnp.float64 if x64 else jnp.float32
-
-  @jax.jit
-  def run(params, sparsity, masks):
-    sel = jax.tree.map(
-        lambda m: None if m is None else True, masks, is_leaf=_is_none)
-    abs_params = _abs_floating(_cast(params, dtype))
-    ones = jnp.ones((1, *input_shape), dtype)
-    key = jax.random.PRNGKey(0)
-
-    def body(k, masks):
-      _, scores = _flow_and_scores(apply_fn, abs_params, ones, masks, sel)
-      if x64:
-        scores = _rescale(scores)
-      s_k = 1.0 - synflow_density(sparsity, k, rounds)
-      # The ranking runs on float32 scores with 32-bit counts: trace it with
-      # x64 off so that integer reductions keep their 32-bit types.
-      with jax.enable_x64(False):
-        return prune_lib.compute_masks(
-            params, None, masks, s_k, key, score=lambda p, g, kk: scores,
-            allocation=allocation, structure=structure)
-
-    return lax.fori_loop(1, rounds + 1, body, masks)
+  structure = struct_lib.unstructured() if structure is None else structure
+  static = dict(apply_fn=apply_fn, input_shape=tuple(input_shape),
+                rounds=int(rounds), allocation=allocation,
+                structure=structure, x64=bool(x64))
 
   def call(params, sparsity, masks):
     with _x64_context(x64):
-      return run(params, jnp.asarray(sparsity, jnp.float32), masks)
+      return _iterative_synflow_jit(
+          params, jnp.asarray(sparsity, jnp.float32), masks, **static)
 
   return call
+
+
+# Module-level, keyed by the hyper-parameters: `synflow_masks` and every
+# `iterative_synflow` with the same ones share one compilation per shape.
+@functools.partial(jax.jit, static_argnames=(
+    "apply_fn", "input_shape", "rounds", "allocation", "structure", "x64"))
+def _iterative_synflow_jit(params, sparsity, masks, *, apply_fn, input_shape,
+                           rounds, allocation, structure, x64):
+  dtype = jnp.float64 if x64 else jnp.float32
+  sel = jax.tree.map(
+      lambda m: None if m is None else True, masks, is_leaf=_is_none)
+  abs_params = _abs_floating(_cast(params, dtype))
+  ones = jnp.ones((1, *input_shape), dtype)
+  key = jax.random.PRNGKey(0)
+
+  def body(k, masks):
+    _, scores = _flow_and_scores(apply_fn, abs_params, ones, masks, sel)
+    if x64:
+      scores = _rescale(scores)
+    s_k = 1.0 - synflow_density(sparsity, k, rounds)
+    # The ranking runs on float32 scores with 32-bit counts: trace it with
+    # x64 off so that integer reductions keep their 32-bit types.
+    with jax.enable_x64(False):
+      return prune_lib.compute_masks(
+          params, None, masks, s_k, key, score=lambda p, g, kk: scores,
+          allocation=allocation, structure=structure)
+
+  return lax.fori_loop(1, rounds + 1, body, masks)
 
 
 def synflow_masks(
@@ -513,8 +524,8 @@ def synflow_masks(
   Compression ratio c = 1 / (1 - sparsity) (the paper's 10^x). Round k of n
   rescores with the current masks and prunes globally to density
   (1 - sparsity)^(k/n), which avoids layer collapse up to the maximal
-  compression. One compiled `fori_loop` (see `iterative_synflow` to reuse the
-  compilation across calls).
+  compression. One compiled `fori_loop`, compiled once per shapes and
+  hyper-parameters (`iterative_synflow` gives the same function).
 
   Args:
     apply_fn: pure `(params, x) -> outputs` in inference mode (see

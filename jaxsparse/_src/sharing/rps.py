@@ -7,8 +7,14 @@ materialises full-shape params: every compressed weight is
 a hashed sign, `lambda_l` a per-leaf scale and `idx` the mapper. Leaves the
 filter does not select (biases, norms) pass through `memory.dense` as
 ordinary trainable arrays. Train `loss(spec.expand(memory), batch)` with any
-optax optimizer; the memory's gradient is JAX's transpose of the gather (a
-scatter-add).
+optax optimizer. The maps are fixed at `init`, so their index layouts are
+built once on the host and the memory's gradient avoids per-weight hashing
+and generic scatter-adds: HashedNet gathers through a precomputed slot table
+(its gradient is a scatter-add on those constant indices), ROAST scatters
+whole tiles, and RANDOMFOLD's gradient (a `custom_vjp`) is a sum of
+`ceil(n / m)` static rotations of the cotangent. Hence pure forward mode
+(`jax.jvp`, `jax.jacfwd`) through a "stable_rps" expand raises; reverse mode
+and Hessian-vector products (`jax.jvp` of `jax.grad`) work.
 
 Mappers (global offset `i` runs over the compressed leaves in tree order):
 
@@ -99,8 +105,11 @@ def _round_count(fraction: float, n: int) -> int:
 class Spec:
   """Static (hashable) description of an RPS model; `expand` is pure.
 
-  Holds no arrays: indices are recomputed inside `expand` from iotas and
-  per-tile / per-chunk tables of at most `n / min(m, BK*BN)` entries.
+  Holds no arrays. The index layouts `expand` reads are built on the host
+  once per spec (cached) and enter the compiled program as constants:
+  HashedNet's slot table (one int32 per weight: 4 bytes per weight while a
+  program that expands is compiled), ROAST's tile starts and RANDOMFOLD's
+  chunk shifts (at most `n / min(m, BK*BN)` entries).
   """
 
   mapper: str
@@ -167,18 +176,28 @@ class Spec:
     i = np.arange(leaf.size, dtype=np.int64) + leaf.offset
     return hashing.signs_np(i, self.sign_seed).reshape(leaf.shape)
 
+  @functools.cache  # noqa: B019
+  def segment_slots(self, leaf: Leaf) -> np.ndarray:
+    """HashedNet: slot of every entry of `leaf` in its segment (flat int32).
+
+    The per-weight hash, computed once on the host; the memory's gradient
+    is then a scatter-add over these constant indices (no hash in the step).
+    """
+    i = np.arange(leaf.size, dtype=np.int64) + leaf.offset
+    idx = hashing.uhash_np(i, self.coeffs, leaf.segment_size)
+    return idx.astype(np.int32)
+
   # --- expand --------------------------------------------------------------
   def _gather(self, shared: jax.Array, leaf: Leaf) -> jax.Array:
-    """Unsigned, unscaled memory values of `leaf` (float32, leaf-shaped)."""
+    """Unsigned, unscaled memory values of `leaf` (leaf-shaped)."""
     if self.mapper == "hashednet":
-      i = lax.iota(jnp.uint32, leaf.size) + jnp.uint32(leaf.offset)
-      idx = hashing.uhash_jnp(i, self.coeffs, leaf.segment_size)
       segment = lax.slice_in_dim(
           shared, leaf.segment, leaf.segment + leaf.segment_size)
-      # A plain gather on unsigned indices: the gradient keeps one uint32
-      # index per weight (no signed copy, no negative-index fix-up).
+      # A gather on constant indices: its transpose is a scatter-add on the
+      # same constants (no per-weight hash in the forward or the backward).
+      idx = jnp.asarray(self.segment_slots(leaf))[:, None]
       vals = lax.gather(
-          segment, idx[:, None], _ELEMENT_GATHER, (1,),
+          segment, idx, _ELEMENT_GATHER, (1,),
           mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
       return vals.reshape(leaf.shape)
     bk, bn = self.tile
@@ -191,18 +210,10 @@ class Spec:
     return w.reshape(leaf.shape)
 
   def _mapped(self, shared: jax.Array) -> list[jax.Array]:
-    """`M[idx(i)]` for every compressed leaf (no sign, no scale; float32)."""
-    if self.mapper != "stable_rps":
-      return [self._gather(shared, leaf) for leaf in self.compressed]
-    # RANDOMFOLD over all compressed leaves at once: chunk c of m offsets is
-    # the window of `concat(M, M[:m-1])` starting at h(c) (one windowed
-    # gather, whose transpose is one windowed scatter-add), then the flat
-    # vector is split into leaves.
-    m = self.memory_size
-    doubled = jnp.concatenate([shared, shared[:m - 1]])
-    flat = _windows(doubled, self._fold_shifts(), m).reshape(-1)
-    return [lax.slice_in_dim(flat, x.offset, x.offset + x.size).reshape(
-        x.shape) for x in self.compressed]
+    """`M[idx(i)]` for every compressed leaf (no sign, no scale)."""
+    if self.mapper == "stable_rps":
+      return _randomfold(self, shared)
+    return [self._gather(shared, leaf) for leaf in self.compressed]
 
   def expand_compressed(self, shared: jax.Array) -> list[jax.Array]:
     """The compressed leaves (float32), in tree order, from the memory."""
@@ -273,6 +284,53 @@ def _windows(mem: jax.Array, starts: np.ndarray, size: int) -> jax.Array:
   """Rows `mem[s:s+size]` for each static start: a windowed gather."""
   starts = jnp.asarray(np.asarray(starts, np.int32))
   return jax.vmap(lambda s: lax.dynamic_slice_in_dim(mem, s, size))(starts)
+
+
+def _randomfold_values(spec: Spec, shared: jax.Array) -> list[jax.Array]:
+  """RANDOMFOLD over all compressed leaves at once.
+
+  Chunk c of m consecutive offsets is the window of `concat(M, M[:m-1])`
+  starting at h(c) (one windowed gather); the flat vector is then split
+  into leaves.
+  """
+  m = spec.memory_size
+  doubled = jnp.concatenate([shared, shared[:m - 1]])
+  flat = _windows(doubled, spec._fold_shifts(), m).reshape(-1)
+  return [lax.slice_in_dim(flat, x.offset, x.offset + x.size).reshape(
+      x.shape) for x in spec.compressed]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _randomfold(spec: Spec, shared: jax.Array) -> list[jax.Array]:
+  return _randomfold_values(spec, shared)
+
+
+def _randomfold_fwd(spec, shared):
+  return _randomfold_values(spec, shared), None
+
+
+def _randomfold_bwd(spec, _, cots):
+  """The transposed gather: a sum of `chunks` static rotations.
+
+  Chunk c is `M` rotated left by h(c), so its cotangent, rotated right by
+  h(c), lands on the slots it read; the last chunk is zero-padded to m. A
+  sum of static slices in one fused loop replaces the windowed scatter-add
+  (JAX's transpose of the gather, several times slower on CPU).
+  """
+  m, shifts = spec.memory_size, spec._fold_shifts()
+  pad = len(shifts) * m - spec.n_compressed
+  flat = jnp.concatenate([x.reshape(-1) for x in cots]
+                         + [jnp.zeros((pad,), cots[0].dtype)])
+  grad = None
+  for c, h in enumerate(int(h) for h in shifts):
+    row = lax.slice_in_dim(flat, c * m, (c + 1) * m)
+    if h:
+      row = jnp.concatenate([row[m - h:], row[:m - h]])
+    grad = row if grad is None else grad + row
+  return (grad,)
+
+
+_randomfold.defvjp(_randomfold_fwd, _randomfold_bwd)
 
 
 def _check_memory(spec: Spec, memory: Any) -> None:

@@ -1,0 +1,1 @@
+"""Internal: sparse scaling laws (see jaxsparse.scaling)."""
