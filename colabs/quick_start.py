@@ -14,6 +14,8 @@
 # %% [markdown]
 # # jaxsparse quick start
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/<owner>/jaxsparse/blob/main/colabs/quick_start.ipynb)
+#
 # Prune a small network while it trains, by changing one line: the optimizer.
 # The masks live in the optax state as a pytree shaped like the params.
 #
@@ -53,7 +55,11 @@ from sklearn.datasets import load_digits
 
 import jaxsparse
 
-STEPS = int(os.environ.get("QUICK_START_STEPS", "1500"))
+# Parameters. JAXSPARSE_SMALL=1 (set by the test suite) runs a short version.
+SMALL = os.environ.get("JAXSPARSE_SMALL", "0") == "1"
+STEPS = 150 if SMALL else 1500
+FIGURES = os.environ.get("JAXSPARSE_FIGURES", "figures")
+os.makedirs(FIGURES, exist_ok=True)
 
 # %% [markdown]
 # Data: scikit-learn's digits (8x8 images, shipped with scikit-learn).
@@ -80,8 +86,11 @@ model = MLP(nnx.Rngs(0))
 
 # %% [markdown]
 # The one line: wrap the optimizer with `jaxsparse.prune`. Here, gradual
-# magnitude pruning (Zhu & Gupta) to 90 % sparsity over the first 60 % of
-# training. Kernels are pruned; biases stay dense.
+# magnitude pruning to 90 % sparsity over the first 60 % of training, with
+# the cubic schedule of Zhu & Gupta ("To prune, or not to prune",
+# arXiv:1710.01878, 2017): the sparsity rises fast at first, while the
+# network has many redundant weights, and slowly near the target. Kernels
+# are pruned; biases stay dense.
 
 # %%
 schedule = jaxsparse.polynomial(final_sparsity=0.9, begin_step=0,
@@ -134,4 +143,6 @@ ax.plot(steps, accs, label="test accuracy")
 ax.plot(steps, sparsities, label="sparsity")
 ax.set_xlabel("step")
 ax.legend()
+fig.tight_layout()
+fig.savefig(os.path.join(FIGURES, "quick_start.png"), dpi=120)
 plt.show()

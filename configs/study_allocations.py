@@ -7,19 +7,11 @@ uniform, ER and ERK layer densities (Evci et al., 2020), and Zhu & Gupta
 (--dry_run) and results_seeds.txt list each allocation's layer densities.
 """
 
-from jaxsparse.experiments.config import base
+from jaxsparse.experiments.config import mnist1d_base
 
 
 def get_config():
-  c = base()
-  c.dataset = "mnist1d"
-  c.model = "mlp"
-  c.model_kwargs.hidden = (100, 100)
-  c.num_epochs = 30  # 1,860 steps of 64
-  c.eval_every = 250
-  c.checkpoint_every = 10_000
-  c.tensorboard = False
-  c.seeds = (0, 1, 2)
+  c = mnist1d_base()
   c.sweep_sparsities = (0.95,)
   random = "pruning.method='random'; pruning.schedule='constant'"
   gradual = "pruning.method='magnitude'; pruning.schedule='polynomial'"

@@ -7,19 +7,12 @@ cosine-decayed, Delta T = 100. The normalized mask Hamming distance between
 evaluations (every 100 steps) goes to mask_change_seeds.png.
 """
 
-from jaxsparse.experiments.config import base
+from jaxsparse.experiments.config import mnist1d_base
 
 
 def get_config():
-  c = base()
-  c.dataset = "mnist1d"
-  c.model = "mlp"
-  c.model_kwargs.hidden = (100, 100)
-  c.num_epochs = 30  # 1,860 steps of 64
+  c = mnist1d_base()
   c.eval_every = 100
-  c.checkpoint_every = 10_000
-  c.tensorboard = False
-  c.seeds = (0, 1, 2)
   c.pruning.sparsity = 0.95
   c.pruning.allocation = "uniform"
   c.pruning.frequency = 100

@@ -8,19 +8,11 @@ compression 10^2 (99 %), static sparse training after. Mean ± std over
 seeds in results_seeds.txt.
 """
 
-from jaxsparse.experiments.config import base
+from jaxsparse.experiments.config import mnist1d_base
 
 
 def get_config():
-  c = base()
-  c.dataset = "mnist1d"
-  c.model = "mlp"
-  c.model_kwargs.hidden = (100, 100)
-  c.num_epochs = 30  # 1,875 steps of 64
-  c.eval_every = 250
-  c.checkpoint_every = 10_000
-  c.tensorboard = False
-  c.seeds = (0, 1, 2)
+  c = mnist1d_base()
   static = "pruning.schedule='constant'"
   at_init = "pruning.schedule='one_shot'; pruning.begin_step=0"
   c.sweep_variants = (

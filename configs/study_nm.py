@@ -6,19 +6,11 @@
 fine-tuning after, against dense.
 """
 
-from jaxsparse.experiments.config import base
+from jaxsparse.experiments.config import mnist1d_base
 
 
 def get_config():
-  c = base()
-  c.dataset = "mnist1d"
-  c.model = "mlp"
-  c.model_kwargs.hidden = (100, 100)
-  c.num_epochs = 30  # 1,860 steps of 64
-  c.eval_every = 250
-  c.checkpoint_every = 10_000
-  c.tensorboard = False
-  c.seeds = (0, 1, 2)
+  c = mnist1d_base()
   c.pruning.structure = "n_m"
   c.pruning.n = 2
   c.pruning.m = 4

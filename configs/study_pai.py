@@ -8,19 +8,12 @@ random (uniform per layer). results_seeds.txt and layer_density_seeds.png
 show the per-layer densities, where layer collapse appears.
 """
 
-from jaxsparse.experiments.config import base
+from jaxsparse.experiments.config import mnist1d_base
 
 
 def get_config():
-  c = base()
-  c.dataset = "mnist1d"
-  c.model = "mlp"
-  c.model_kwargs.hidden = (100, 100)
-  c.num_epochs = 20  # 1,240 steps of 64
-  c.eval_every = 250
-  c.checkpoint_every = 10_000
-  c.tensorboard = False
-  c.seeds = (0, 1, 2)
+  c = mnist1d_base()
+  c.num_epochs = 20
   c.sweep_sparsities = (0.9, 0.99, 0.999)
   c.sweep_variants = (
       "synflow: pruning.method='synflow'",

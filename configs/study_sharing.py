@@ -6,19 +6,12 @@ magnitude pruning at matched memory, 10 % and 1 % of the weights' floats
 (pruning counts non-zeros only), 3 seeds, on a 40-512-512-10 MNIST-1D MLP.
 """
 
-from jaxsparse.experiments.config import base
+from jaxsparse.experiments.config import mnist1d_base
 
 
 def get_config():
-  c = base()
-  c.dataset = "mnist1d"
-  c.model = "mlp"
+  c = mnist1d_base()
   c.model_kwargs.hidden = (512, 512)  # 1 %: 2,877 floats, ROAST tiles 1,024
-  c.num_epochs = 30  # 1,860 steps of 64
-  c.eval_every = 250
-  c.checkpoint_every = 10_000
-  c.tensorboard = False
-  c.seeds = (0, 1, 2)
   c.sweep_memory = (0.1, 0.01)
   c.pruning.mask_cost = "none"  # non-zeros only (favours pruning)
   c.sweep_variants = (

@@ -222,3 +222,23 @@ def test_mask_update_lowers_for_tpu():
   cpu = step.trace(*args).lower().as_text()
   assert "scatter" in cpu  # radix histograms
   assert "scatter" not in tpu
+
+
+@pytest.mark.parametrize("name", [
+    "vit_b16_imagenet.py:v4-32", "vit_b16_imagenet.py:v5e-64",
+    "llama_c4.py:v4-32", "llama_c4.py:v5e-64"])
+def test_pod_configs_validate_and_shard(name):
+  """Pod configs plan on 8 CPU devices, with the slice's model axis (the
+  data axis takes what the devices leave)."""
+  import os  # pylint: disable=g-import-not-at-top
+
+  from jaxsparse.experiments import config as config_lib  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  c = config_lib.load(os.path.join(root, "configs", "pod", name))
+  plan = config_lib.validate(c)
+  assert plan.runs
+  data, model = config_lib.mesh_shape(c)
+  assert data * model == 8 and model == c.mesh.model
+  with pytest.raises(ValueError, match="slice"):
+    config_lib.load(os.path.join(root, "configs", "pod",
+                                 name.split(":")[0] + ":v9-1"))

@@ -44,10 +44,12 @@ def data_dir(tmp_path_factory):
   return d
 
 
-# Image-classifier configs; the language-model ones (lm_*) are exercised by
-# tests/test_lm_runner.py.
-_CONFIG_NAMES = sorted(f[:-3] for f in os.listdir(CONFIGS)
-                       if f.endswith(".py") and not f.startswith(("_", "lm_")))
+# Image-classifier configs; the language-model ones (task "lm": lm_*, the
+# scaling study) are exercised by tests/test_lm_runner.py and
+# tests/test_scaling.py.
+_CONFIG_NAMES = sorted(
+    f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py")
+    and not config_lib.is_lm(config_lib.load(os.path.join(CONFIGS, f))))
 
 
 @pytest.mark.parametrize("name", _CONFIG_NAMES)

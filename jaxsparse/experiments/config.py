@@ -130,6 +130,20 @@ def base() -> ml_collections.ConfigDict:
   return c
 
 
+def mnist1d_base() -> ml_collections.ConfigDict:
+  """The MNIST-1D studies: MLP 40-100-100-10, 30 epochs, 3 seeds."""
+  c = base()
+  c.dataset = "mnist1d"
+  c.model = "mlp"
+  c.model_kwargs.hidden = (100, 100)
+  c.num_epochs = 30  # 1,860 steps of 64
+  c.eval_every = 250
+  c.checkpoint_every = 10_000
+  c.tensorboard = False
+  c.seeds = (0, 1, 2)
+  return c
+
+
 def lm_base() -> ml_collections.ConfigDict:
   """The language-model experiment: a tiny LLaMA on Python's own docs.
 
@@ -191,9 +205,13 @@ def parse_target(text: str) -> tuple[float | None, tuple[int, int] | None]:
 
 
 def load(path: str) -> ml_collections.ConfigDict:
-  """`get_config()` of a config file (as `--config path` loads it)."""
+  """`get_config()` of a config file (as `--config path` loads it);
+  `path:arg` calls `get_config(arg)`."""
   import importlib.util  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
+  arg = None
+  if ":" in os.path.basename(path):
+    path, arg = path.rsplit(":", 1)
   name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f"jaxsparse_config_{name}",
                                                 path)
@@ -201,7 +219,7 @@ def load(path: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"--config {path}: no such config file")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  return mod.get_config()
+  return mod.get_config() if arg is None else mod.get_config(arg)
 
 
 # ------------------------------------------------------------- the names
