@@ -52,6 +52,7 @@ import jaxsparse  # noqa: E402
 from jaxsparse import distributed as dist  # noqa: E402
 from jaxsparse._src.core import threshold  # noqa: E402
 from jaxsparse._src.distributed import local  # noqa: E402
+from jaxsparse.experiments import checkpoint as ckpt_lib  # noqa: E402
 
 SIZES = (784, 1024, 1024, 10)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -178,15 +179,7 @@ def get_config():
 
 
 def _final(workdir):
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "magnitude", "checkpoints", "20", "default")
-  ck = ocp.StandardCheckpointer()
-  meta = ck.metadata(path)
-  tree = getattr(meta, "item_metadata", None)
-  tree = meta if tree is None else tree.tree
-  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  return ck.restore(path, jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), tree))
+  return ckpt_lib.read(os.path.join(workdir, "magnitude"), 20)
 
 
 def _same(a, b) -> tuple[bool, float]:

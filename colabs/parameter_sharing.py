@@ -111,22 +111,7 @@ print(x_train.shape, x_test.shape)
 # %%
 TASK = nb.task((x_train, y_train, x_test, y_test))
 init_mlp, mlp = nb.init_mlp, nb.mlp
-
-
-def loss_fn(params, ix):
-  return nb.loss(TASK, params, ix)
-
-
-def make_trainer(tx, fixed_masks=False):
-  return nb.make_trainer(TASK, tx, fixed_masks)
-
-
-def accuracy(params):
-  return nb.accuracy(TASK, params)
-
-
-def batches(seed):
-  return nb.batches(len(x_train), seed, STEPS, BATCH)
+loss_fn, make_trainer, accuracy, batches = nb.bind(TASK, STEPS, BATCH)
 
 # %% [markdown]
 # `sharing.init(params, compression, mapper=...)` returns the trainable

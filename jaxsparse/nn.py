@@ -211,7 +211,7 @@ class BlockSparseDense(nnx.Module):
 
 
 def _mask_table(masks: Any) -> dict[tuple[str, ...], Array]:
-  flat = jax.tree_util.tree_flatten_with_path(
+  flat = jax.tree.flatten_with_path(
       masks_lib.unwrap(masks), is_leaf=lambda m: m is None)[0]
   table = {}
   for path, m in flat:

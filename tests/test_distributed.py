@@ -51,7 +51,7 @@ def test_language_model_rules_are_megatron(mesh):
   cfg = jaxsparse.lm.tiny()
   model = nnx.eval_shape(lambda: jaxsparse.lm.Llama(cfg, rngs=nnx.Rngs(0)))
   specs = {}
-  for path, x in jax.tree_util.tree_flatten_with_path(
+  for path, x in jax.tree.flatten_with_path(
       nnx.state(model, nnx.Param))[0]:
     name = "/".join(str(getattr(k, "key", getattr(k, "name", k)))
                     for k in path)

@@ -234,7 +234,7 @@ def test_hf_attribute_names_shapes_and_sharding(model):
 def test_prunable_selects_the_block_linear_kernels(model):
   state = nnx.state(model, nnx.Param)
   got = sorted(jaxsparse._src.core.masks.path_str(p)
-               for p, v in jax.tree_util.tree_flatten_with_path(
+               for p, v in jax.tree.flatten_with_path(
                    jaxsparse._src.core.masks.unwrap(state))[0]
                if lm.prunable(p, v))
   want = sorted(f"layers/{i}/{n.replace('.', '/')}/kernel"
@@ -343,7 +343,7 @@ def test_generate_is_greedy(model, tokens):
 
 def test_masks_prune_exactly_the_block_kernels(model1, block_masks, masked):
   flat_m = {jaxsparse._src.core.masks.path_str(p): m
-            for p, m in jax.tree_util.tree_flatten_with_path(
+            for p, m in jax.tree.flatten_with_path(
                 jaxsparse._src.core.masks.unwrap(block_masks),
                 is_leaf=lambda x: x is None)[0]}
   kept = {k for k, m in flat_m.items() if m is not None}

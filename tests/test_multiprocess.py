@@ -12,10 +12,10 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from jaxsparse._src.distributed import local
+from jaxsparse.experiments import checkpoint as ckpt_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = """
@@ -48,22 +48,13 @@ def _start(workdir, devices, *flags, processes=1):
 
 
 def _final_state(workdir, step=20):
-  path = os.path.join(workdir, "magnitude", "checkpoints", str(step),
-                      "default")
-  ck = ocp.StandardCheckpointer()
-  meta = ck.metadata(path)
-  tree = getattr(meta, "item_metadata", None)
-  tree = meta if tree is None else tree.tree
-  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  like = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), tree)
-  return ck.restore(path, like)
+  return ckpt_lib.read(os.path.join(workdir, "magnitude"), step)
 
 
 def _compare(a, b):
   """Masks bit-identical; floats to within summation-order rounding (a
   data-parallel mean is reduced in another order across processes)."""
-  fa = jax.tree_util.tree_flatten_with_path(a)[0]
+  fa = jax.tree.flatten_with_path(a)[0]
   fb = jax.tree.leaves(b)
   assert len(fa) == len(fb)
   for (path, x), y in zip(fa, fb, strict=True):

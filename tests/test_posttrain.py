@@ -490,7 +490,7 @@ def test_driver_masks_work_with_apply_masks_and_prune():
       batch_size=2)
   assert report.exact and report.sparsity == 0.5
   state = nnx.state(model, nnx.Param)
-  flat = jax.tree_util.tree_flatten_with_path(
+  flat = jax.tree.flatten_with_path(
       masks, is_leaf=lambda x: x is None)[0]
   chosen = {jaxsparse._src.core.masks.path_str(p) for p, m in flat
             if m is not None}
@@ -594,7 +594,7 @@ def test_driver_on_jaxsparse_lm_llama():
   assert all(r.achieved == 0.5 for r in report.layers)
   state = nnx.state(model, nnx.Param)
   for (path, leaf), m in zip(
-      jax.tree_util.tree_flatten_with_path(
+      jax.tree.flatten_with_path(
           state, is_leaf=lambda x: isinstance(x, nnx.Variable))[0],
       jax.tree.leaves(masks, is_leaf=lambda x: x is None), strict=True):
     assert (m is not None) == lm.prunable(path, leaf), path

@@ -230,7 +230,7 @@ def _np_pq_index(weights, p=0.5, q=1.0):
 
 
 def _kernels(params):
-  flat = jax.tree_util.tree_flatten_with_path(unwrap(params))[0]
+  flat = jax.tree.flatten_with_path(unwrap(params))[0]
   return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat
           if np.ndim(v) >= 2}
 

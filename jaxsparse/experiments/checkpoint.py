@@ -85,3 +85,17 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def read(workdir: str, step: int) -> Any:
+  """The training state saved at `step` in a run directory, on this
+  process's first device, whatever mesh or processes wrote it."""
+  path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step),
+                      "default")
+  ck = ocp.StandardCheckpointer()
+  meta = ck.metadata(path)
+  tree = getattr(meta, "item_metadata", None)
+  tree = meta if tree is None else tree.tree
+  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return ck.restore(path, jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), tree))

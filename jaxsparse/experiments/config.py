@@ -755,7 +755,7 @@ def _param_shapes(config) -> list[tuple[str, tuple[int, ...], Any]]:
     model = nnx.eval_shape(lambda: lm.Llama(cfg, rngs=nnx.Rngs(0)))
     state = masks_lib.unwrap(nnx.state(model, nnx.Param))
     return [(masks_lib.path_str(path), tuple(x.shape), x) for path, x in
-            jax.tree_util.tree_flatten_with_path(state)[0]]
+            jax.tree.flatten_with_path(state)[0]]
   input_shape, num_classes = data.dataset_info(config.dataset)
   kw = model_kwargs(config)
   cls = models.MODELS[config.model]
@@ -775,7 +775,7 @@ def _param_shapes(config) -> list[tuple[str, tuple[int, ...], Any]]:
                       f"{config.model!r}: {e}") from None
   state = masks_lib.unwrap(nnx.state(model, nnx.Param))
   return [(masks_lib.path_str(path), tuple(x.shape), x) for path, x in
-          jax.tree_util.tree_flatten_with_path(state)[0]]
+          jax.tree.flatten_with_path(state)[0]]
 
 
 def _layers(config, target, errs) -> tuple[LayerPlan, ...]:

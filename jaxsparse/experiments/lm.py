@@ -169,7 +169,7 @@ def _dense_model(config, workdir, train_tokens):
 def _achieved(model) -> tuple[float, float]:
   """Sparsity over the prunable kernels, and over all parameters."""
   params = nnx.state(model, nnx.Param)
-  keep = jax.tree_util.tree_flatten_with_path(params)[0]
+  keep = jax.tree.flatten_with_path(params)[0]
   n = z = n_all = z_all = 0
   for path, leaf in keep:
     v = np.asarray(leaf.get_value() if hasattr(leaf, "get_value") else leaf)

@@ -98,3 +98,13 @@ def accuracy(t: Task, params: Any) -> jax.Array:
 def batches(n: int, seed: int, steps: int, batch: int) -> np.ndarray:
   """(steps, batch) example indices, drawn by `default_rng(seed)`."""
   return np.random.default_rng(seed).integers(0, n, (steps, batch))
+
+
+def bind(t: Task, steps: int, batch: int):
+  """`(loss_fn, make_trainer, accuracy, batches)` closed over `t`, the
+  notebooks' everyday names: `loss_fn(params, ix)`, `make_trainer(tx,
+  fixed_masks=False)`, `accuracy(params)`, `batches(seed)`."""
+  return (lambda params, ix: loss(t, params, ix),
+          lambda tx, fixed_masks=False: make_trainer(t, tx, fixed_masks),
+          lambda params: accuracy(t, params),
+          lambda seed: batches(len(t.y), seed, steps, batch))

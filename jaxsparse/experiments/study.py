@@ -68,7 +68,7 @@ def param_counts(config: ml_collections.ConfigDict) -> tuple[int, int]:
   from jaxsparse import lm  # pylint: disable=g-import-not-at-top
   model = nnx.eval_shape(lambda: lm.Llama(config_lib.lm_config(config),
                                           rngs=nnx.Rngs(0)))
-  flat = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]
+  flat = jax.tree.flatten_with_path(nnx.state(model, nnx.Param))[0]
   prunable = other = 0
   for path, leaf in flat:
     size = int(np.prod(leaf.shape))

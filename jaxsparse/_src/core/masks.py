@@ -77,7 +77,7 @@ def is_kernel(path: tuple, leaf: Any) -> bool:
 
 
 def leaves_with_path(tree: Any) -> list[tuple[tuple, Any]]:
-  return jax.tree_util.tree_flatten_with_path(tree)[0]
+  return jax.tree.flatten_with_path(tree)[0]
 
 
 def select(params: Params, filter_fn: FilterFn = is_kernel) -> Masks:

@@ -54,7 +54,7 @@ def compute_masks(
   scores = score(params, grads, key)
   flat_m, treedef = jax.tree.flatten(masks, is_leaf=_is_none)
   flat_s = treedef.flatten_up_to(scores)
-  flat_p = [x for x in jax.tree_util.tree_flatten_with_path(params)[0]]
+  flat_p = [x for x in jax.tree.flatten_with_path(params)[0]]
   idx = [i for i, m in enumerate(flat_m) if m is not None]
   paths = [masks_lib.path_str(flat_p[i][0]) for i in idx]
   shapes = [tuple(flat_m[i].shape) for i in idx]
@@ -142,7 +142,7 @@ def prune(
     else:
       masks = masks_lib.ones_masks(params, filter_fn)
     for (path, _), m in zip(
-        jax.tree_util.tree_flatten_with_path(masks_lib.unwrap(params))[0],
+        jax.tree.flatten_with_path(masks_lib.unwrap(params))[0],
         jax.tree.leaves(masks, is_leaf=_is_none), strict=False):
       if m is not None:
         structure.validate(masks_lib.path_str(path), tuple(m.shape))

@@ -87,7 +87,7 @@ def summary(params: Any, masks: Any = None) -> Summary:
   rows = []
   params = masks_lib.unwrap(params)
   masks = None if masks is None else masks_lib.unwrap(masks)
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  flat = jax.tree.flatten_with_path(params)[0]
   if masks is not None:
     masks_lib.check_masks(params, masks)
     mflat = jax.tree.leaves(masks, is_leaf=masks_lib._is_none)  # pylint: disable=protected-access

@@ -126,7 +126,7 @@ def param_shardings(params: Any, mesh: Mesh, rules=DEFAULT_RULES,
     return NamedSharding(mesh, param_spec(masks_lib.path_str(path),
                                           tuple(x.shape), mesh, rules,
                                           param_axes))
-  return jax.tree_util.tree_map_with_path(one, params)
+  return jax.tree.map_with_path(one, params)
 
 
 def packed_spec(spec: P, shape: tuple[int, ...]) -> P:
@@ -141,10 +141,6 @@ def packed_spec(spec: P, shape: tuple[int, ...]) -> P:
   return P(rows, cols) if rows is not None else P(None, cols)
 
 
-def _path_key(path) -> str:
-  return masks_lib.path_str(path)
-
-
 def like_params(tree: Any, params: Any, shardings: Any,
                 mesh: Mesh | None = None) -> Any:
   """Shardings for any tree that holds param-shaped leaves (an optimizer
@@ -154,13 +150,13 @@ def like_params(tree: Any, params: Any, shardings: Any,
   sharding when it has its shape, and the packed-mask spec when it has the
   packed shape; every other leaf (counts, keys, scalars) is replicated.
   """
-  flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
+  flat_p = jax.tree.flatten_with_path(params)[0]
   flat_s = jax.tree.leaves(shardings)
   if mesh is None:
     mesh = flat_s[0].mesh if flat_s else None
   by_path = {}
   for (path, x), s in zip(flat_p, flat_s, strict=True):
-    by_path[_path_key(path)] = (tuple(x.shape), s)
+    by_path[masks_lib.path_str(path)] = (tuple(x.shape), s)
   # Longest paths first: "blocks/0/mlp/up/kernel" before "up/kernel".
   keys = sorted(by_path, key=len, reverse=True)
   replicated = NamedSharding(mesh, P())
@@ -168,7 +164,7 @@ def like_params(tree: Any, params: Any, shardings: Any,
   def one(path, x):
     if x is None:
       return None
-    name = _path_key(path)
+    name = masks_lib.path_str(path)
     shape = tuple(np.shape(x))
     for k in keys:
       if name == k or name.endswith("/" + k):
@@ -179,7 +175,7 @@ def like_params(tree: Any, params: Any, shardings: Any,
           return NamedSharding(mesh, packed_spec(s.spec, pshape))
         break
     return replicated
-  return jax.tree_util.tree_map_with_path(one, tree)
+  return jax.tree.map_with_path(one, tree)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

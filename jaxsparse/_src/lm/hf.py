@@ -308,7 +308,7 @@ def to_gpt2_names(params: Mapping[str, Any], *,
                   prefix: str = "") -> dict[str, np.ndarray]:
   """The inverse of `from_gpt2_names`: flat GPT-2 names -> arrays."""
   out = {}
-  for path, w in jax.tree_util.tree_flatten_with_path(dict(params))[0]:
+  for path, w in jax.tree.flatten_with_path(dict(params))[0]:
     parts = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
     kind, leaf = parts[-2], parts[-1]
     w = np.asarray(jax.device_get(w))

@@ -337,7 +337,7 @@ def prune(
   masks = jax.tree.map(lambda v: keeps.get(id(v)), state,
                        is_leaf=masks_lib.is_variable)
   paths = {id(v): masks_lib.path_str(p) for p, v in
-           jax.tree_util.tree_flatten_with_path(
+           jax.tree.flatten_with_path(
                state, is_leaf=masks_lib.is_variable)[0]}
   reports, pruned, size = [], 0, 0
   for i, lin, dt in per_layer:

@@ -428,7 +428,7 @@ def init(
   bk, bn = (int(t) for t in tile)
   if bk < 1 or bn < 1:
     raise ValueError(f"`tile` must be two positive ints, got {tile!r}.")
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  flat, treedef = jax.tree.flatten_with_path(params)
   sel = masks_lib.select(params, filter_fn)
   sel = treedef.flatten_up_to(sel)
   leaves: list[Leaf | None] = []
@@ -583,8 +583,8 @@ def memory_budget(
     raise ValueError(
         f"`mask_cost` must be one of {MASK_COSTS}, got {mask_cost!r}.")
   params = masks_lib.unwrap(params)  # flax.nnx Variables -> arrays.
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  sel = jax.tree_util.tree_structure(params).flatten_up_to(
+  flat = jax.tree.flatten_with_path(params)[0]
+  sel = jax.tree.structure(params).flatten_up_to(
       masks_lib.select(params, filter_fn))
   n = dense = 0
   for (_, p), s in zip(flat, sel, strict=True):
