@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -264,12 +265,27 @@ def test_masks_of_sharded_params_stay_sharded_without_gathers(scope):
   assert " all-gather(" not in hlo and "all-gather-start" not in hlo
 
 
+@pytest.mark.parametrize("unrolled", [False, True])
 @pytest.mark.parametrize("method", ["radix", "pivots"])
 @pytest.mark.parametrize("name", ["random", "integers", "tiny"])
-def test_both_search_methods_match_numpy(monkeypatch, method, name):
+def test_both_search_methods_match_numpy(monkeypatch, method, name,
+                                         unrolled):
   # Radix histograms (CPU/GPU) and the pivot counting search (TPU) give the
-  # same masks: per-leaf counts, a global ranking and capped counts.
+  # same masks: per-leaf counts, a global ranking and capped counts; so do
+  # the passes unrolled (as in a device-decided mask update's branch).
   monkeypatch.setattr(threshold, "_FORCE_METHOD", method)
+  if unrolled:
+    token = threshold._UNROLLED.set(True)
+    request_reset = lambda: threshold._UNROLLED.reset(token)
+  else:
+    request_reset = lambda: None
+  try:
+    _check_all_selections(name)
+  finally:
+    request_reset()
+
+
+def _check_all_selections(name):
   leaves = [np.asarray(x, np.float32) for x in CASES[name]]
   keys = keys_of(leaves)
   sizes = [x.size for x in leaves]
@@ -309,3 +325,19 @@ def test_program_size_does_not_multiply_with_leaves_or_passes():
   assert _op_counts(8, same_shape=True) == _op_counts(1, same_shape=True)
   assert "stablehlo.while" in jax.jit(threshold.smallest_k_per_leaf).lower(
       [jnp.zeros((64, 64), jnp.int32)], jnp.zeros((1,), jnp.int32)).as_text()
+
+
+def test_device_decided_mask_update_has_no_loop():
+  # On CPU a `while` loop in the untaken mask-update branch slowed every
+  # step by ~30 %: under a traced flag the search is unrolled, and the
+  # host-decided update keeps its one loop.
+  params = {"w": jnp.linspace(-1.0, 1.0, 64 * 32).reshape(64, 32)}
+  tx = js.prune(js.polynomial(0.9, begin_step=0, end_step=10, frequency=2),
+                optimizer=optax.sgd(0.1))
+  state = tx.init(params)
+  text = lambda **kw: jax.jit(lambda s: tx.update(params, s, params, **kw)
+                              ).lower(state).as_text()
+  loops = lambda **kw: text(**kw).count("stablehlo.while")
+  # (The PRNG key split is a loop of its own in both.)
+  assert "stablehlo.case" in text()
+  assert loops() == loops(mask_update=True) - 1

@@ -98,6 +98,8 @@ def main(argv):
       # Seed repeats compile the same programs: reuse them across runs.
       jax.config.update("jax_compilation_cache_dir",
                         os.path.join(FLAGS.workdir, "jax_cache"))
+      # Most programs here compile in under JAX's default 1 s floor.
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     try:
       train.run_experiment(FLAGS.config, FLAGS.workdir,
                            progress=FLAGS.progress)

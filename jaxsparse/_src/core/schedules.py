@@ -18,6 +18,8 @@ import numpy as np
 import optax
 from jax import lax
 
+from jaxsparse._src.core import threshold as threshold_lib
+
 
 class PruningSchedule(NamedTuple):
   """Target sparsity at `step`, and whether masks are recomputed at `step`."""
@@ -212,7 +214,12 @@ def branch(
     on_update: Callable[[], Any],
     unchanged: Callable[[], Any],
 ) -> Any:
-  """`lax.cond` on a traced `flag`; only the chosen branch on a Python bool."""
+  """`lax.cond` on a traced `flag`; only the chosen branch on a Python bool.
+
+  Under a traced flag the branches' threshold searches are unrolled
+  (`threshold.unrolled`): a loop in an untaken branch costs every step.
+  """
   if isinstance(flag, bool):
     return on_update() if flag else unchanged()
-  return lax.cond(flag, on_update, unchanged)
+  with threshold_lib.unrolled():
+    return lax.cond(flag, on_update, unchanged)
