@@ -19,7 +19,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax
 
@@ -57,17 +56,6 @@ def pack(mask: jax.Array) -> jax.Array:
   # masks: 0.7 s for a (1024, 10) kernel, against 0.04 s for this.
   weighted = jnp.where(m, _bit_weights(), jnp.uint8(0))
   return lax.reduce(weighted, jnp.uint8(0), lax.bitwise_or, (1,))
-
-
-def pack_np(mask: np.ndarray) -> np.ndarray:
-  """`pack` in NumPy, for masks built on the host (same bits)."""
-  mask = np.asarray(mask, bool)
-  shape = tuple(mask.shape)
-  r, c = _rows_cols(shape)
-  rp = 8 * packed_shape(shape)[0]
-  m = np.pad(mask.reshape(r, c), ((0, rp - r), (0, 0))).reshape(rp // 8, 8, c)
-  weights = (np.uint8(1) << np.arange(8, dtype=np.uint8))[None, :, None]
-  return np.bitwise_or.reduce(m * weights, axis=1).astype(np.uint8)
 
 
 def unpack(bits: jax.Array, shape: tuple[int, ...]) -> jax.Array:

@@ -338,7 +338,7 @@ def _search(us, ok, take_fn=None, method="radix"):
     if pos_passes:
       rest = lax.cond(jnp.any(needs_cut(rest[1], rest[2])), tie_passes,
                       lambda r: r, rest)
-    _, t, below, room, last, _, _ = (0,) + rest
+    t, below, room, last, _, _ = rest
   else:
     _, t, below, room, last, _, _ = lax.while_loop(cond, body, init)
   if take_fn is None:

@@ -185,7 +185,8 @@ class Spec:
     shift and a compare per weight, where hashing the offset (the murmur3
     finaliser: two multiplies and three xor-shifts) cost ~10 % of a step.
     """
-    return bits_lib.pack_np(self.signs(leaf) > 0)
+    with jax.ensure_compile_time_eval():  # a constant, even under jit
+      return np.asarray(bits_lib.pack(jnp.asarray(self.signs(leaf) > 0)))
 
   def signed_scale(self, leaf: Leaf) -> jax.Array:
     """`lambda_l * xi_i` for every entry of `leaf` (leaf-shaped float32)."""
