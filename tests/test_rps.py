@@ -102,7 +102,6 @@ def kernels(tree):
   return [v["kernel"] for v in tree.values()]
 
 
-# --- hashing ------------------------------------------------------------------
 # --- expand = lambda * xi * M[idx] --------------------------------------------
 @pytest.mark.parametrize("mapper", MAPPERS)
 def test_expand_matches_numpy_definition(mapper):

@@ -1,5 +1,7 @@
 """Exact k-smallest selection, checked against NumPy stable sorts."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -276,15 +278,8 @@ def test_both_search_methods_match_numpy(monkeypatch, method, name,
   # same masks: per-leaf counts, a global ranking and capped counts; so do
   # the passes unrolled (as in a device-decided mask update's branch).
   monkeypatch.setattr(threshold, "_FORCE_METHOD", method)
-  if unrolled:
-    token = threshold._UNROLLED.set(True)
-    request_reset = lambda: threshold._UNROLLED.reset(token)
-  else:
-    request_reset = lambda: None
-  try:
+  with threshold.unrolled() if unrolled else contextlib.nullcontext():
     _check_all_selections(name)
-  finally:
-    request_reset()
 
 
 def _check_all_selections(name):
