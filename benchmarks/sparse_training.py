@@ -121,7 +121,7 @@ def make_tx(name, sparsity, params, steps, lr, seed):
   if name == "static":
     return prune_lib.prune(0.0, optimizer=opt, initial_masks=masks)
   if name in ("set", "rigl"):
-    return dst_lib.dst(name, None, optimizer=opt, initial_masks=masks,
+    return dst_lib.sparse_training(name, None, optimizer=opt, initial_masks=masks,
                        drop_fraction=ALPHA, update_every=EVERY,
                        end_step=int(0.75 * steps), seed=seed)
   return opt  # dense and the STE family train dense weights.
@@ -338,7 +338,7 @@ def overhead(args):
   every, end = 100, 10_000
 
   def rigl(freeze):
-    return dst_lib.dst("rigl", 0.9, optimizer=optax.adam(1e-3),
+    return dst_lib.sparse_training("rigl", 0.9, optimizer=optax.adam(1e-3),
                        allocation=alloc_lib.erk(), end_step=end,
                        update_every=every, freeze_optimizer_on_update=freeze)
 

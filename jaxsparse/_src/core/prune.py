@@ -175,7 +175,8 @@ def prune(
         schedule.is_update_step(state.count), mask_update, state.count)
     key, new_masks, new_bits, inner_state = sched_lib.branch(
         flag, on_update,
-        lambda: (state.key, state.masks, state.mask_bits, state.inner_state))
+        lambda: (state.key, state.masks, state.mask_bits, state.inner_state),
+        mask_update)
     # The step reads the packed masks: an eighth of the memory traffic of
     # the bool ones in each fused loop below.
     step_masks = bits_lib.unpack_masks(new_bits, new_masks)

@@ -164,38 +164,33 @@ def as_schedule(sparsity: float | PruningSchedule) -> PruningSchedule:
   return constant(sparsity)
 
 
-def _mismatch(step):
-  raise ValueError(
-      f"mask_update=True was passed at step count {int(step)}, where the "
-      "schedule does not update the masks. "
-      "Pass `schedule.is_update_step(step)` for the step count in the "
-      "optimizer state, or mask_update=None to decide on the device.")
-
-
 def mask_update_flag(
     is_update: jax.Array, mask_update: bool | None, step: jax.Array
 ) -> jax.Array | bool:
-  """Whether masks update at this step: traced, or decided on the host.
+  """Whether masks update at this step: traced, or ruled out on the host.
 
   `mask_update` is the `update` keyword argument of the transforms that
   hold masks (`prune`, `dst`):
 
   * None: `is_update` itself (the schedule at the state's step count); the
     device decides with `lax.cond`, and one compiled step serves both kinds.
-  * True / False: the host's decision (`schedule.is_update_step(step)` on a
-    Python int), e.g. a static argument of the jitted training step. It is
-    returned as a Python bool, so only that branch is compiled: a non-update
-    step then carries no mask-update code at all (on CPU even an untaken
-    branch costs 1-3 % of an MLP step, through the scratch memory it shares
-    with the main path). Steps with True check the decision on the device:
-    a host callback raises at run time if `is_update` is False there. So a
-    host step counter that drifts from the state's count is caught at its
-    next True step (unless the drift is a whole number of update periods
-    inside the schedule's range, where the updates land on the same counts
-    anyway). False steps hold no check: a host callback, even in an untaken
-    branch, costs a jitted call about 0.15 ms, and made the MLP step of
-    `benchmarks/step_overhead.py` 20 % slower.
+  * False: the host's decision (`schedule.is_update_step(step)` on a Python
+    int, e.g. a static argument of the jitted training step) that this step
+    does not update the masks. It is returned as a Python bool, so the step
+    carries no mask-update code at all (on CPU even an untaken branch costs
+    1-3 % of an MLP step, through the scratch memory it shares with the
+    main path).
+  * True: the host's decision that it does. The device still checks it
+    against the schedule with a `lax.cond` (see `branch`): a step counter
+    on the host that drifted from the state's count then cannot update the
+    masks at a step the schedule does not. The program holds no host
+    callback, so JAX's persistent compilation cache keeps it (a callback
+    makes a program uncacheable: every run of a sweep would compile its
+    update step again).
+
+  `step` is unused (kept for the callers' signature).
   """
+  del step
   if mask_update is None:
     return is_update
   if not isinstance(mask_update, (bool, np.bool_)):
@@ -203,23 +198,28 @@ def mask_update_flag(
         "`mask_update` must be a Python bool (decided on the host) or None "
         f"(decided on the device), got {type(mask_update).__name__}: make it "
         "a static argument of the jitted step, or pass None.")
-  if mask_update:
-    lax.cond(is_update, lambda: None,
-             lambda: jax.debug.callback(_mismatch, step))
-  return bool(mask_update)
+  return is_update if mask_update else False
 
 
 def branch(
     flag: jax.Array | bool,
     on_update: Callable[[], Any],
     unchanged: Callable[[], Any],
+    mask_update: bool | None = None,
 ) -> Any:
   """`lax.cond` on a traced `flag`; only the chosen branch on a Python bool.
 
-  Under a traced flag the branches' threshold searches are unrolled
-  (`threshold.unrolled`): a loop in an untaken branch costs every step.
+  `mask_update` is the step's keyword argument (see `mask_update_flag`).
+  The branches' threshold searches are unrolled (`threshold.unrolled`): on
+  CPU a loop in an untaken branch costs every step, and a taken branch runs
+  faster unrolled too (`benchmarks/step_overhead.py`: an update step 1.6x
+  dense unrolled, 2.6x with the loop). Only a host-decided update under a
+  mesh keeps the loops: sharded programs then hold one histogram
+  all-reduce per loop body rather than one per pass.
   """
   if isinstance(flag, bool):
     return on_update() if flag else unchanged()
+  if mask_update and threshold_lib.mesh_devices() > 1:
+    return lax.cond(flag, on_update, unchanged)
   with threshold_lib.unrolled():
     return lax.cond(flag, on_update, unchanged)

@@ -106,14 +106,14 @@ def _digit_bits(n: int, num_hists: int) -> int:
   """
   per_bin = max(1, n // (8 * max(1, num_hists)))
   w = max(4, min(_MAX_DIGIT_BITS, per_bin.bit_length() - 1))
-  if _mesh_devices() > 1:
+  if mesh_devices() > 1:
     # Sharded keys: every pass all-reduces its histograms; 8-bit digits
     # keep what a mask update moves near 0.1 % of the keys' bytes.
     w = min(w, _SHARDED_DIGIT_BITS)
   return w
 
 
-def _mesh_devices() -> int:
+def mesh_devices() -> int:
   """Devices of the mesh being traced under (`jax.set_mesh`), else 1."""
   mesh = jax.sharding.get_abstract_mesh()
   return 1 if mesh.empty else int(mesh.size)

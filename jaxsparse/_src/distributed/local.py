@@ -47,11 +47,16 @@ def free_port() -> int:
 
 def start(cmd: Sequence[str], *, devices: int = 1, env: dict | None = None,
           cwd: str | None = None) -> Process:
-  """Starts `cmd` on CPU with `devices` virtual devices; output goes to a
-  temporary file (a full pipe would block the process)."""
+  """Starts `cmd` on CPU with `devices` virtual devices (the environment's
+  other XLA flags kept); output goes to a temporary file (a full pipe would
+  block the process)."""
   e = dict(os.environ if env is None else env)
   e["JAX_PLATFORMS"] = "cpu"
-  e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  # The device count replaces the caller's; its other XLA flags are kept.
+  kept = [f for f in e.get("XLA_FLAGS", "").split()
+          if not f.startswith("--xla_force_host_platform_device_count")]
+  e["XLA_FLAGS"] = " ".join(
+      kept + [f"--xla_force_host_platform_device_count={devices}"])
   log = tempfile.TemporaryFile("w+")
   return Process(subprocess.Popen(list(cmd), cwd=cwd, env=e, stdout=log,
                                   stderr=subprocess.STDOUT, text=True), log)

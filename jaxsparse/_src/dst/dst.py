@@ -379,7 +379,7 @@ def sparse_training(
       key, new_masks, new_bits, inner_in, grads = sched_lib.branch(
           upd, rigl_update,
           lambda: (state.key, masks, state.mask_bits, state.inner_state,
-                   updates))
+                   updates), mask_update)
       active = active_masks(new_bits)
       if not elementwise_lib.elementwise_in(
           inner, updates, inner_in, params, masks, **extra_args):
@@ -410,7 +410,7 @@ def sparse_training(
       stepped = optax.apply_updates(
           params, masks_lib.project_updates(step_masks, out, params))
       key, new_masks, new_bits = sched_lib.branch(
-          upd, moved(stepped, None, "set"), unchanged)
+          upd, moved(stepped, None, "set"), unchanged, mask_update)
       keep = active_masks(new_bits)
       inner_state = masks_lib.zero_slots(inner, inner_state, keep)
       # Inactive entries land on exactly 0; a weight dropped and regrown
