@@ -121,9 +121,10 @@ def make_tx(name, sparsity, params, steps, lr, seed):
   if name == "static":
     return prune_lib.prune(0.0, optimizer=opt, initial_masks=masks)
   if name in ("set", "rigl"):
-    return dst_lib.sparse_training(name, None, optimizer=opt, initial_masks=masks,
-                       drop_fraction=ALPHA, update_every=EVERY,
-                       end_step=int(0.75 * steps), seed=seed)
+    return dst_lib.sparse_training(
+        name, None, optimizer=opt, initial_masks=masks,
+        drop_fraction=ALPHA, update_every=EVERY,
+        end_step=int(0.75 * steps), seed=seed)
   return opt  # dense and the STE family train dense weights.
 
 
@@ -338,9 +339,9 @@ def overhead(args):
   every, end = 100, 10_000
 
   def rigl(freeze):
-    return dst_lib.sparse_training("rigl", 0.9, optimizer=optax.adam(1e-3),
-                       allocation=alloc_lib.erk(), end_step=end,
-                       update_every=every, freeze_optimizer_on_update=freeze)
+    return dst_lib.sparse_training(
+        "rigl", 0.9, optimizer=optax.adam(1e-3), allocation=alloc_lib.erk(),
+        end_step=end, update_every=every, freeze_optimizer_on_update=freeze)
 
   rigl_tx, adv_tx = rigl(False), rigl(True)
   is_update = sched_lib.periodic_updates(every, 0, end)
