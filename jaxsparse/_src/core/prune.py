@@ -172,7 +172,7 @@ def prune(
       return key, masks, bits_lib.pack_masks(masks), slots
 
     flag = sched_lib.mask_update_flag(
-        schedule.is_update_step(state.count), mask_update, state.count)
+        schedule.is_update_step(state.count), mask_update)
     key, new_masks, new_bits, inner_state = sched_lib.branch(
         flag, on_update,
         lambda: (state.key, state.masks, state.mask_bits, state.inner_state),

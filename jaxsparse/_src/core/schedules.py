@@ -165,8 +165,7 @@ def as_schedule(sparsity: float | PruningSchedule) -> PruningSchedule:
 
 
 def mask_update_flag(
-    is_update: jax.Array, mask_update: bool | None, step: jax.Array
-) -> jax.Array | bool:
+    is_update: jax.Array, mask_update: bool | None) -> jax.Array | bool:
   """Whether masks update at this step: traced, or ruled out on the host.
 
   `mask_update` is the `update` keyword argument of the transforms that
@@ -187,10 +186,7 @@ def mask_update_flag(
     callback, so JAX's persistent compilation cache keeps it (a callback
     makes a program uncacheable: every run of a sweep would compile its
     update step again).
-
-  `step` is unused (kept for the callers' signature).
   """
-  del step
   if mask_update is None:
     return is_update
   if not isinstance(mask_update, (bool, np.bool_)):

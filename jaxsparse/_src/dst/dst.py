@@ -329,8 +329,7 @@ def sparse_training(
     masks = state.masks
     # Traced, or a Python bool decided on the host: then a non-update step
     # compiles none of the update-step code below.
-    upd = sched_lib.mask_update_flag(
-        is_update_step(state.count), mask_update, state.count)
+    upd = sched_lib.mask_update_flag(is_update_step(state.count), mask_update)
 
     def pick(on, off):
       if isinstance(upd, bool):
